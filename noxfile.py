@@ -51,8 +51,8 @@ def _pytest(session: nox.Session, *paths: str) -> None:
     home = session.create_tmp()
     env.setdefault("WORKBENCH_HOME", str(Path(home) / "workbench-home"))
     # Share the tiny-model cache between sessions so presets are built once per CI run.
-    env["WORKBENCH_MODELS_CACHE"] = os.environ.get(
-        "WORKBENCH_MODELS_CACHE", str(ROOT / ".nox" / "_models")
+    env["WORKBENCH_MODELS_DIR"] = os.environ.get(
+        "WORKBENCH_MODELS_DIR", str(ROOT / ".nox" / "_models")
     )
     session.run("pytest", *paths, *session.posargs, env=env)
 
