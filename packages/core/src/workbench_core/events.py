@@ -1,0 +1,428 @@
+"""In-process publish/subscribe with bounded buffers and replay.
+
+Why this shape: an agent session, a serving stream and the tracker's live metrics each have one
+producer (often a worker thread) and any number of viewers (SSE / WebSocket connections) that
+come, go, stall and reconnect. The bus therefore guarantees:
+
+- ``publish`` never blocks and never awaits, and is safe from any thread;
+- every subscriber has a bounded buffer: when a slow subscriber falls behind, its *oldest*
+  buffered events are dropped and it receives one ``Event(type="gap", data={"missed": n})``
+  before the newest events, so memory stays bounded and the viewer knows it lost something;
+- each topic keeps a bounded history, so a reconnecting client (SSE ``Last-Event-ID``) replays
+  what it missed; if the history no longer reaches back far enough, replay starts with a gap;
+- ``close_topic`` ends every subscriber's iteration cleanly once it has drained its buffer.
+
+Delivery happens straight into each subscriber's deque under one short lock; only a subscriber
+that is actually waiting is woken (``call_soon_threadsafe`` when the publisher runs on another
+thread), which keeps ``publish`` cheap with many subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["GAP", "Event", "EventBus", "Subscription"]
+
+GAP = "gap"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One published event.
+
+    Attributes:
+        topic: the stream it belongs to (e.g. an agent session id).
+        seq: position in the topic, counting from 1; a gap event carries the seq of the last
+            event it stands for, so resuming after it (``Last-Event-ID``) does not replay events
+            the receiver was already told it missed.
+        type: what happened (``"token"``, ``"step"``, ``"gap"``, ...); the SSE event name.
+        ts: publish time, seconds since the epoch (UTC).
+        data: JSON-serialisable payload.
+    """
+
+    topic: str
+    seq: int
+    type: str
+    ts: float
+    data: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of all fields."""
+        return {
+            "topic": self.topic,
+            "seq": self.seq,
+            "type": self.type,
+            "ts": self.ts,
+            "data": self.data,
+        }
+
+
+@dataclass(eq=False)
+class _Topic:
+    name: str
+    history: deque[Event]
+    seq: int = 0
+    closed: bool = False
+    # Copy-on-write tuple so publish iterates without copying.
+    subscribers: tuple[Subscription, ...] = field(default_factory=tuple)
+
+
+class Subscription:
+    """An async iterator of one topic's events, created by ``EventBus.subscribe``.
+
+    Iterate it with ``async for``; stop with ``aclose()`` (or ``async with``). Use ``next(timeout)``
+    to wait with a timeout without cancelling anything (e.g. to send heartbeats).
+    """
+
+    __slots__ = (
+        "_buf",
+        "_bus",
+        "_closed",
+        "_gap_seq",
+        "_loop",
+        "_maxlen",
+        "_missed",
+        "_thread_id",
+        "_topic",
+        "_waiter",
+        "topic",
+    )
+
+    def __init__(self, bus: EventBus, topic: _Topic, maxlen: int) -> None:
+        self._bus = bus
+        self._topic = topic
+        self.topic = topic.name
+        self._buf: deque[Event] = deque()
+        self._maxlen = maxlen
+        self._missed = 0
+        self._gap_seq = 0
+        self._closed = False
+        self._waiter: asyncio.Future[bool] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread_id = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Subscription topic={self.topic!r} buffered={len(self._buf)} "
+            f"missed={self._missed} closed={self._closed}>"
+        )
+
+    @property
+    def closed(self) -> bool:
+        """True once the topic was closed or ``aclose()`` was called (events may remain)."""
+        return self._closed
+
+    @property
+    def pending(self) -> int:
+        """Events buffered and not yet consumed (a pending gap counts as one)."""
+        return len(self._buf) + (1 if self._missed else 0)
+
+    # --- producer side: always called with the bus lock held --------------------------------
+
+    def _push(self, ev: Event) -> None:
+        buf = self._buf
+        if len(buf) >= self._maxlen:
+            dropped = buf.popleft()
+            self._missed += 1
+            self._gap_seq = dropped.seq
+        buf.append(ev)
+        if self._waiter is not None:
+            self._wake()
+
+    def _wake(self) -> None:
+        fut = self._waiter
+        self._waiter = None
+        if fut is None:
+            return
+        if threading.get_ident() == self._thread_id:
+            _resolve(fut)
+            return
+        loop = self._loop
+        assert loop is not None
+        try:
+            loop.call_soon_threadsafe(_resolve, fut)
+        except RuntimeError:
+            # The subscriber's loop is closed: nobody will ever read this subscription.
+            self._closed = True
+
+    def _end(self) -> None:
+        self._closed = True
+        if self._waiter is not None:
+            self._wake()
+
+    # --- consumer side ----------------------------------------------------------------------
+
+    def _take(self) -> Event | None:
+        """Next event or None; must hold the bus lock."""
+        if self._missed:
+            n, self._missed = self._missed, 0
+            return Event(self.topic, self._gap_seq, GAP, time.time(), {"missed": n})
+        if self._buf:
+            return self._buf.popleft()
+        return None
+
+    async def next(self, timeout: float | None = None) -> Event | None:
+        """The next event, waiting at most ``timeout`` seconds.
+
+        Returns:
+            The event, or None if the timeout passed first.
+
+        Raises:
+            StopAsyncIteration: the subscription is closed and drained.
+        """
+        lock = self._bus._lock
+        handle: asyncio.TimerHandle | None = None
+        try:
+            while True:
+                with lock:
+                    ev = self._take()
+                    if ev is not None:
+                        return ev
+                    if self._closed:
+                        raise StopAsyncIteration
+                    loop = self._bind()
+                    fut: asyncio.Future[bool] = loop.create_future()
+                    self._waiter = fut
+                if timeout is not None and handle is None:
+                    if timeout <= 0:
+                        with lock:
+                            if self._waiter is fut:
+                                self._waiter = None
+                        return None
+                    handle = loop.call_later(timeout, _timeout, fut)
+                try:
+                    timed_out = await fut
+                except BaseException:
+                    with lock:
+                        if self._waiter is fut:
+                            self._waiter = None
+                    raise
+                if timed_out:
+                    with lock:
+                        if self._waiter is fut:
+                            self._waiter = None
+                        ev = self._take()
+                    return ev
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._thread_id = threading.get_ident()
+        return loop
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        # Fast path without a future when events are already buffered.
+        with self._bus._lock:
+            ev = self._take()
+        if ev is not None:
+            return ev
+        ev = await self.next()
+        assert ev is not None
+        return ev
+
+    def close(self) -> None:
+        """Unsubscribe; buffered events can still be drained, then iteration ends."""
+        self._bus._unsubscribe(self)
+
+    async def aclose(self) -> None:
+        """Unsubscribe (async spelling, for ``contextlib.aclosing`` and friends)."""
+        self.close()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def drain(self) -> list[Event]:
+        """Take every event buffered right now, without waiting (gap first, if any)."""
+        out: list[Event] = []
+        with self._bus._lock:
+            while (ev := self._take()) is not None:
+                out.append(ev)
+        return out
+
+
+def _resolve(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_result(False)
+
+
+def _timeout(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_result(True)
+
+
+class EventBus:
+    """Per-topic fan-out to many subscribers, bounded everywhere.
+
+    Args:
+        buffer_size: events a subscriber may have unconsumed before its oldest are dropped.
+        history_size: events kept per topic for replay to (re)connecting subscribers.
+        closed_topics: how many closed topics keep their history for late replay before the
+            least recently closed is forgotten (bounds memory across many sessions).
+    """
+
+    def __init__(
+        self, buffer_size: int = 1024, history_size: int = 1024, closed_topics: int = 256
+    ) -> None:
+        if buffer_size < 1:
+            raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
+        if history_size < 0:
+            raise ValueError(f"history_size must be >= 0, got {history_size}")
+        if closed_topics < 0:
+            raise ValueError(f"closed_topics must be >= 0, got {closed_topics}")
+        self.buffer_size = buffer_size
+        self.history_size = history_size
+        self.closed_topics = closed_topics
+        self._lock = threading.Lock()
+        self._topics: dict[str, _Topic] = {}
+        self._closed: OrderedDict[str, None] = OrderedDict()
+
+    def _get(self, name: str) -> _Topic:
+        t = self._topics.get(name)
+        if t is None:
+            t = _Topic(name, deque(maxlen=self.history_size))
+            self._topics[name] = t
+        return t
+
+    def publish(self, topic: str, type: str, data: Any = None) -> Event:
+        """Publish one event; never blocks, safe from any thread.
+
+        Publishing to a closed topic reopens it (sequence numbers continue).
+
+        Returns:
+            The event, with its sequence number.
+        """
+        with self._lock:
+            t = self._topics.get(topic)
+            if t is None:
+                t = self._get(topic)
+            elif t.closed:
+                t.closed = False
+                self._closed.pop(topic, None)
+            t.seq += 1
+            ev = Event(topic, t.seq, type, time.time(), data)
+            t.history.append(ev)
+            for sub in t.subscribers:
+                sub._push(ev)
+        return ev
+
+    def subscribe(self, topic: str, last_seq: int | None = None) -> Subscription:
+        """Subscribe to ``topic``.
+
+        Args:
+            topic: the topic (need not exist yet).
+            last_seq: replay history after this seq first (0 = all history; the SSE
+                ``Last-Event-ID``); None = only new events. If history no longer reaches back to
+                ``last_seq + 1``, replay begins with a gap event counting the lost ones.
+
+        Returns:
+            The subscription. On a closed topic it yields the replay and then ends.
+        """
+        with self._lock:
+            t = self._get(topic)
+            sub = Subscription(self, t, self.buffer_size)
+            try:
+                sub._bind()
+            except RuntimeError:
+                pass  # no running loop yet: bound on first await
+            if last_seq is not None and last_seq < t.seq:
+                replay = [ev for ev in t.history if ev.seq > last_seq]
+                first = replay[0].seq if replay else t.seq + 1
+                if first > last_seq + 1:
+                    sub._missed = first - last_seq - 1
+                    sub._gap_seq = first - 1
+                for ev in replay:
+                    sub._push(ev)
+            if t.closed:
+                sub._closed = True
+            else:
+                t.subscribers = (*t.subscribers, sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            t = sub._topic
+            if sub in t.subscribers:
+                t.subscribers = tuple(s for s in t.subscribers if s is not sub)
+            sub._end()
+            if not t.subscribers and not t.history and not t.closed:
+                if self._topics.get(t.name) is t:
+                    del self._topics[t.name]
+
+    def close_topic(self, topic: str) -> None:
+        """End the topic: its subscribers finish after draining; history stays for replay.
+
+        Closed topics are remembered (bounded by ``closed_topics``) so a late reconnect still
+        replays and then ends instead of waiting forever.
+        """
+        with self._lock:
+            t = self._topics.get(topic)
+            if t is None or t.closed:
+                return
+            t.closed = True
+            subs, t.subscribers = t.subscribers, ()
+            for sub in subs:
+                sub._end()
+            self._closed[topic] = None
+            while len(self._closed) > self.closed_topics:
+                old, _ = self._closed.popitem(last=False)
+                self._topics.pop(old, None)
+
+    def close(self) -> None:
+        """Close every topic."""
+        with self._lock:
+            names = [n for n, t in self._topics.items() if not t.closed]
+        for name in names:
+            self.close_topic(name)
+
+    def last_seq(self, topic: str) -> int:
+        """The last published seq of ``topic`` (0 if none)."""
+        with self._lock:
+            t = self._topics.get(topic)
+            return t.seq if t is not None else 0
+
+    def history(self, topic: str, after: int = 0) -> list[Event]:
+        """The retained events of ``topic`` with seq > ``after``."""
+        with self._lock:
+            t = self._topics.get(topic)
+            return [ev for ev in t.history if ev.seq > after] if t is not None else []
+
+    def is_closed(self, topic: str) -> bool:
+        """Whether ``topic`` is currently closed."""
+        with self._lock:
+            t = self._topics.get(topic)
+            return t is not None and t.closed
+
+    def subscriber_count(self, topic: str) -> int:
+        """How many live subscribers ``topic`` has."""
+        with self._lock:
+            t = self._topics.get(topic)
+            return len(t.subscribers) if t is not None else 0
+
+    def topics(self) -> list[str]:
+        """Names of all known topics (open and remembered closed ones)."""
+        with self._lock:
+            return list(self._topics)
+
+    async def stream(self, topic: str, last_seq: int | None = None) -> AsyncIterator[Event]:
+        """Convenience generator over ``subscribe`` that always unsubscribes at the end."""
+        sub = self.subscribe(topic, last_seq)
+        try:
+            async for ev in sub:
+                yield ev
+        finally:
+            sub.close()
