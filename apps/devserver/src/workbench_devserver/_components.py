@@ -135,9 +135,7 @@ def _agent_llm(settings: DevServerSettings) -> tuple[Any, str]:
         return None, f"served model {model or '(default)'} at {settings.base_url}"
 
 
-def build_components(
-    settings: DevServerSettings, *, tracker_store: Any = None
-) -> list[Component]:
+def build_components(settings: DevServerSettings, *, tracker_store: Any = None) -> list[Component]:
     """Build every part the settings ask for, in mount order (root fallback last)."""
     comps: list[Component] = []
     if settings.tracker:

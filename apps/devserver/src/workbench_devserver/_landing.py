@@ -25,7 +25,9 @@ def _badge(state: str) -> str:
         "not installed": "missing",
         "disabled": "missing",
     }.get(state, "failed")
-    return f'<span class="badge {cls}" data-state="{html.escape(state)}">{html.escape(state)}</span>'
+    return (
+        f'<span class="badge {cls}" data-state="{html.escape(state)}">{html.escape(state)}</span>'
+    )
 
 
 def render_landing(status: dict[str, Any]) -> str:

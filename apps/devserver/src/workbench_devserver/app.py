@@ -49,7 +49,9 @@ def _state_of(comp: Component, ready: bool, detail: str) -> str:
     return "starting"
 
 
-async def collect_status(components: list[Component], settings: DevServerSettings) -> dict[str, Any]:
+async def collect_status(
+    components: list[Component], settings: DevServerSettings
+) -> dict[str, Any]:
     """Probe every part concurrently and describe the whole server."""
     results = await asyncio.gather(*(probe(c) for c in components))
     parts = []
@@ -101,6 +103,19 @@ def print_banner(settings: DevServerSettings, components: list[Component]) -> No
     Console(stderr=True).print(table)
 
 
+def _redirect_to(target: str) -> Any:
+    """A route handler sending ``/tracker`` to ``/tracker/`` (a Mount only matches below it)."""
+    from starlette.requests import Request
+    from starlette.responses import RedirectResponse
+
+    # A plain Starlette route: FastAPI would treat the parameter as a query field.
+    async def redirect(request: Request) -> RedirectResponse:
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(target + query, status_code=307)
+
+    return redirect
+
+
 def create_app(
     settings: DevServerSettings | None = None,
     *,
@@ -117,10 +132,10 @@ def create_app(
     Returns:
         A FastAPI app whose lifespan runs every composed part's lifespan.
     """
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.openapi.utils import get_openapi
-    from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
 
     settings = settings or DevServerSettings()
     comps = components if components is not None else build_components(settings)
@@ -144,7 +159,7 @@ def create_app(
     app.state.devserver_settings = settings
     app.state.components = comps
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False, response_model=None)
     async def landing() -> HTMLResponse:
         return HTMLResponse(render_landing(await collect_status(comps, settings)))
 
@@ -153,7 +168,7 @@ def create_app(
         """Alive: the process answers (says nothing about models)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["devserver"])
+    @app.get("/readyz", tags=["devserver"], response_model=None)
     async def readyz() -> JSONResponse:
         """Ready when every composed part is: models loaded, store open, agent up."""
         status = await collect_status(comps, settings)
@@ -170,7 +185,7 @@ def create_app(
 
     schema_cache: dict[str, Any] = {}
 
-    @app.get("/openapi.json", include_in_schema=False)
+    @app.get("/openapi.json", include_in_schema=False, response_model=None)
     async def openapi() -> JSONResponse:
         if "schema" not in schema_cache:
             base = get_openapi(
@@ -188,7 +203,7 @@ def create_app(
 
         app.mount(_STATIC, StaticFiles(directory=static_dir), name="swagger-ui")
 
-    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False, response_model=None)
     async def docs() -> HTMLResponse:
         if static_dir is None:
             return HTMLResponse(fallback_docs_html(f"{app.title} - API docs"))
@@ -202,13 +217,7 @@ def create_app(
 
     for comp in comps:
         if comp.available and comp.mount:
-            target = comp.mount + "/"
-
-            async def _redirect(request: Request, _target: str = target) -> RedirectResponse:
-                query = f"?{request.url.query}" if request.url.query else ""
-                return RedirectResponse(_target + query, status_code=307)
-
-            app.add_api_route(comp.mount, _redirect, include_in_schema=False)
+            app.add_route(comp.mount, _redirect_to(comp.mount + "/"), include_in_schema=False)
             app.mount(comp.mount, comp.app, name=comp.name)
     # Serving last, at the root: everything not matched above falls through to it.
     for comp in comps:
