@@ -1,0 +1,609 @@
+"""``SQLStore``: the tracker store on any SQLAlchemy database (SQLite by default, PostgreSQL).
+
+SQLite is opened in WAL mode with a busy timeout, so one writer and any number of readers (the
+viewer) work at once, and several processes logging to one file queue up instead of failing.
+Every write transaction is additionally retried when SQLite still reports "database is locked"
+after its busy timeout; only then does it give up with :class:`StoreBusyError`.
+
+The metrics insert bypasses the ORM (a DBAPI ``executemany`` of plain tuples): it is the
+tracker's hot path, and ORM objects would cost more than the database itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from workbench_tracker.store.base import (
+    AlertInfo,
+    MediaInfo,
+    MetricRow,
+    ProjectInfo,
+    RunInfo,
+    RunNotFoundError,
+    Series,
+    Store,
+    StoreBusyError,
+)
+from workbench_tracker.store.schema import (
+    Alert,
+    Base,
+    Media,
+    Metric,
+    MetricKey,
+    Project,
+    Run,
+    RunTag,
+)
+
+__all__ = ["SQLStore", "default_sqlite_url", "tracker_home"]
+
+_T = TypeVar("_T")
+
+_RUN_FIELDS = {
+    "name",
+    "status",
+    "finished_at",
+    "config",
+    "summary",
+    "tags",
+    "notes",
+    "environment",
+    "error",
+    "traceback",
+}
+_SORTABLE = {"created_at", "updated_at", "finished_at", "name", "status", "id", "project"}
+
+
+def tracker_home() -> Path:
+    """``WORKBENCH_HOME`` (default ``~/.workbench``), via workbench-core when it has it."""
+    try:
+        from workbench_core.config import workbench_home  # type: ignore[import-not-found]
+
+        return Path(workbench_home())
+    except ImportError:
+        return Path(os.environ.get("WORKBENCH_HOME") or Path.home() / ".workbench")
+
+
+def default_sqlite_url() -> str:
+    """``sqlite:///$WORKBENCH_HOME/tracker.db``."""
+    return f"sqlite:///{tracker_home() / 'tracker.db'}"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _is_locked(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _dig(data: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
+    cur: Any = data
+    for part in dotted.split("."):
+        if isinstance(cur, Mapping) and part in cur:
+            cur = cur[part]
+        else:
+            return False, None
+    return True, cur
+
+
+def config_matches(config: Mapping[str, Any], dotted: str, expected: Any) -> bool:
+    """Equality that forgives types coming from a query string: ``"0.1"`` matches ``0.1``."""
+    found, actual = _dig(config, dotted)
+    if not found:
+        return False
+    if actual == expected and type(actual) is not bool and type(expected) is not bool:
+        return True
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return str(actual).lower() == str(expected).lower()
+    if isinstance(actual, int | float) and isinstance(expected, str):
+        try:
+            return float(expected) == float(actual)
+        except ValueError:
+            return False
+    if isinstance(actual, int | float) and isinstance(expected, int | float):
+        return float(actual) == float(expected)
+    return str(actual) == str(expected) or json.dumps(actual) == str(expected)
+
+
+def _sort_key(run: RunInfo, field: str) -> tuple[int, Any]:
+    if field.startswith(("config.", "summary.")):
+        source, _, dotted = field.partition(".")
+        found, value = _dig(getattr(run, source), dotted)
+    else:
+        found, value = True, getattr(run, field, None)
+    if not found or value is None:
+        return (2, "")
+    if isinstance(value, bool | int | float):
+        return (0, float(value))
+    if isinstance(value, datetime):
+        return (0, value.timestamp())
+    return (1, str(value))
+
+
+class SQLStore(Store):
+    """A tracker store on a SQLAlchemy URL.
+
+    Args:
+        url: any SQLAlchemy URL (``sqlite:///path.db``, ``postgresql+psycopg://...``); default
+            ``sqlite:///$WORKBENCH_HOME/tracker.db``.
+        busy_timeout_s: how long SQLite waits on a lock before reporting "database is locked".
+        retries: extra attempts for a write that still finds the database locked.
+    """
+
+    def __init__(
+        self, url: str | None = None, *, busy_timeout_s: float = 30.0, retries: int = 8
+    ) -> None:
+        self.url = url or default_sqlite_url()
+        self._retries = retries
+        self.is_sqlite = self.url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            path = self.url.split("///", 1)[-1] if "///" in self.url else ""
+            if path and path != ":memory:":
+                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": busy_timeout_s, "check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            timeout_ms = int(busy_timeout_s * 1000)
+
+            @event.listens_for(self.engine, "connect")
+            def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute(f"PRAGMA busy_timeout={timeout_ms}")
+                # WAL: readers never block the writer; NORMAL sync is durable across process
+                # crashes (SIGKILL) and only risks the last commits on power loss.
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._paramstyle = self.engine.dialect.paramstyle
+        self._lock = threading.Lock()
+        self._create_schema()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _create_schema(self) -> None:
+        with contextlib.suppress(ImportError):  # the artifact tables join the same Base
+            import workbench_tracker.artifacts.schema  # noqa: F401
+
+        def create() -> None:
+            try:
+                Base.metadata.create_all(self.engine)
+            except (OperationalError, IntegrityError) as exc:
+                # Another process created the same table between check and CREATE.
+                if "already exists" not in str(exc) and not _is_locked(exc):
+                    raise
+                if _is_locked(exc):
+                    raise
+                Base.metadata.create_all(self.engine)
+
+        self._retry(create)
+
+    def _retry(self, fn: Callable[[], _T]) -> _T:
+        for attempt in range(self._retries + 1):
+            try:
+                return fn()
+            except OperationalError as exc:
+                if not _is_locked(exc):
+                    raise
+                if attempt == self._retries:
+                    raise StoreBusyError(f"database stayed locked: {exc}") from exc
+                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in a transaction: committed on success, rolled back on error."""
+        with self._sessions() as sess, sess.begin():
+            yield sess
+
+    def _sql(self, sql: str) -> str:
+        if self._paramstyle in ("format", "pyformat"):
+            return sql.replace("?", "%s")
+        return sql
+
+    @staticmethod
+    def _info(row: Run) -> RunInfo:
+        return RunInfo(
+            id=row.id,
+            project=row.project,
+            name=row.name,
+            status=row.status,
+            created_at=_utc(row.created_at),
+            updated_at=_utc(row.updated_at),
+            finished_at=_utc(row.finished_at),
+            config=dict(row.config or {}),
+            summary=dict(row.summary or {}),
+            tags=list(row.tags or []),
+            notes=row.notes or "",
+            environment=dict(row.environment or {}),
+            error=row.error,
+            traceback=row.traceback,
+        )
+
+    # -- runs ---------------------------------------------------------------------------------
+    def create_run(self, run: RunInfo) -> RunInfo:
+        def work() -> RunInfo:
+            with self.session() as s:
+                if s.get(Run, run.id) is not None:
+                    raise ValueError(f"id: run {run.id!r} already exists")
+                if s.get(Project, run.project) is None:
+                    s.add(Project(name=run.project))
+                    s.flush()
+                now = datetime.now(UTC)
+                row = Run(
+                    id=run.id,
+                    project=run.project,
+                    name=run.name,
+                    status=run.status,
+                    created_at=run.created_at or now,
+                    updated_at=now,
+                    finished_at=run.finished_at,
+                    config=run.config,
+                    summary=run.summary,
+                    tags=list(dict.fromkeys(run.tags)),
+                    notes=run.notes,
+                    environment=run.environment,
+                    error=run.error,
+                    traceback=run.traceback,
+                )
+                s.add(row)
+                for tag in dict.fromkeys(run.tags):
+                    s.add(RunTag(run_id=run.id, tag=tag))
+                s.flush()
+                return self._info(row)
+
+        try:
+            return self._retry(work)
+        except IntegrityError:
+            # Two processes created the same new project (or run id) at once: the second
+            # attempt sees the winner's row and either proceeds or reports the duplicate.
+            return self._retry(work)
+
+    def get_run(self, run_id: str) -> RunInfo:
+        with self.session() as s:
+            row = s.get(Run, run_id)
+            if row is None:
+                raise RunNotFoundError(f"run {run_id!r} not found")
+            return self._info(row)
+
+    def update_run(self, run_id: str, **fields: Any) -> RunInfo:
+        unknown = set(fields) - _RUN_FIELDS
+        if unknown:
+            raise ValueError(f"{sorted(unknown)[0]}: not an updatable run field")
+
+        def work() -> RunInfo:
+            with self.session() as s:
+                row = s.get(Run, run_id)
+                if row is None:
+                    raise RunNotFoundError(f"run {run_id!r} not found")
+                for name, value in fields.items():
+                    if name == "finished_at" and isinstance(value, str):
+                        value = datetime.fromisoformat(value)
+                    if name == "tags":
+                        value = list(dict.fromkeys(value))
+                        s.execute(delete(RunTag).where(RunTag.run_id == run_id))
+                        for tag in value:
+                            s.add(RunTag(run_id=run_id, tag=tag))
+                    setattr(row, name, value)
+                row.updated_at = datetime.now(UTC)
+                s.flush()
+                return self._info(row)
+
+        return self._retry(work)
+
+    def list_runs(
+        self,
+        *,
+        project: str | None = None,
+        tags: Sequence[str] = (),
+        status: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        sort: str = "-created_at",
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[RunInfo], int]:
+        desc = sort.startswith("-")
+        field = sort.lstrip("-+") or "created_at"
+        if field not in _SORTABLE and not field.startswith(("config.", "summary.")):
+            raise ValueError(f"sort: cannot sort by {field!r}")
+        stmt = select(Run)
+        if project is not None:
+            stmt = stmt.where(Run.project == project)
+        if status is not None:
+            stmt = stmt.where(Run.status == status)
+        for tag in tags:
+            stmt = stmt.where(Run.id.in_(select(RunTag.run_id).where(RunTag.tag == tag)))
+        with self.session() as s:
+            if config or field not in _SORTABLE:
+                runs = [self._info(r) for r in s.scalars(stmt)]
+                for dotted, expected in (config or {}).items():
+                    runs = [r for r in runs if config_matches(r.config, dotted, expected)]
+                present = [r for r in runs if _sort_key(r, field)[0] < 2]
+                missing = [r for r in runs if _sort_key(r, field)[0] == 2]
+                present.sort(key=lambda r: (_sort_key(r, field), r.id), reverse=desc)
+                runs = present + missing
+                return runs[offset : offset + limit], len(runs)
+            total = s.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+            column = getattr(Run, field)
+            order = [column.desc() if desc else column.asc(), Run.id.desc() if desc else Run.id]
+            rows = s.scalars(stmt.order_by(*order).limit(limit).offset(offset))
+            return [self._info(r) for r in rows], int(total)
+
+    def delete_run(self, run_id: str) -> None:
+        def work() -> None:
+            with self.session() as s:
+                if s.get(Run, run_id) is None:
+                    raise RunNotFoundError(f"run {run_id!r} not found")
+                for table in (Metric, MetricKey, Media, Alert, RunTag):
+                    s.execute(delete(table).where(table.run_id == run_id))
+                s.execute(delete(Run).where(Run.id == run_id))
+
+        self._retry(work)
+
+    def list_projects(self) -> list[ProjectInfo]:
+        with self.session() as s:
+            counts = dict(
+                s.execute(select(Run.project, func.count(Run.id)).group_by(Run.project)).all()
+            )
+            return [
+                ProjectInfo(p.name, int(counts.get(p.name, 0)), _utc(p.created_at))
+                for p in s.scalars(select(Project).order_by(Project.name))
+            ]
+
+    # -- metrics ------------------------------------------------------------------------------
+    def log_metrics(self, run_id: str, rows: Sequence[MetricRow]) -> None:
+        if not rows:
+            return
+        params = [
+            (run_id, k, st, None if math.isnan(v) else v, t) for (k, st, v, t) in rows
+        ]
+        last: dict[str, tuple[int, int, float, float]] = {}
+        for k, st, v, t in rows:
+            prev = last.get(k)
+            count = prev[0] + 1 if prev else 1
+            if prev is None or st >= prev[1]:
+                last[k] = (count, st, v, t)
+            else:
+                last[k] = (count, prev[1], prev[2], prev[3])
+        insert = self._sql(
+            "INSERT INTO metrics (run_id, key, step, value, wall_time) VALUES (?, ?, ?, ?, ?)"
+        )
+        upsert = self._sql(
+            "INSERT INTO metric_keys (run_id, key, count, last_step, last_value, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO UPDATE SET "
+            "count = metric_keys.count + excluded.count, "
+            "last_step = CASE WHEN excluded.last_step >= metric_keys.last_step "
+            "THEN excluded.last_step ELSE metric_keys.last_step END, "
+            "last_value = CASE WHEN excluded.last_step >= metric_keys.last_step "
+            "THEN excluded.last_value ELSE metric_keys.last_value END, "
+            "updated_at = excluded.updated_at"
+        )
+        key_params = [
+            (run_id, k, c, st, None if math.isnan(v) else v, t) for k, (c, st, v, t) in last.items()
+        ]
+
+        def work() -> None:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(insert, params)  # type: ignore[arg-type]
+                conn.exec_driver_sql(upsert, key_params)  # type: ignore[arg-type]
+
+        self._retry(work)
+
+    def metric_keys(self, run_id: str) -> dict[str, dict[str, Any]]:
+        with self.session() as s:
+            rows = s.scalars(select(MetricKey).where(MetricKey.run_id == run_id))
+            return {
+                r.key: {
+                    "count": int(r.count),
+                    "last_step": int(r.last_step),
+                    "last_value": math.nan if r.last_value is None else r.last_value,
+                    "updated_at": r.updated_at,
+                }
+                for r in sorted(rows, key=lambda r: r.key)
+            }
+
+    def metric_series(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        min_step: int | None = None,
+        max_step: int | None = None,
+        after_step: int | None = None,
+        limit: int | None = None,
+    ) -> Series:
+        sql = "SELECT step, value, wall_time FROM metrics WHERE run_id = ? AND key = ?"
+        args: list[Any] = [run_id, key]
+        if min_step is not None:
+            sql += " AND step >= ?"
+            args.append(min_step)
+        if max_step is not None:
+            sql += " AND step <= ?"
+            args.append(max_step)
+        if after_step is not None:
+            sql += " AND step > ?"
+            args.append(after_step)
+        sql += " ORDER BY step, id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(self._sql(sql), tuple(args)).fetchall()
+        if not rows:
+            return Series()
+        steps, values, times = zip(*rows, strict=True)
+        nan = math.nan
+        return Series(
+            list(steps),
+            [nan if v is None else v for v in values],
+            list(times),
+        )
+
+    def metric_arrays(self, run_id: str, key: str) -> tuple[Any, Any]:
+        """(steps, values) as numpy arrays, read straight from the cursor (NULL -> NaN)."""
+        import numpy as np
+
+        sql = self._sql(
+            "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? ORDER BY step, id"
+        )
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(sql, (run_id, key)).fetchall()
+        if not rows:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        arr = np.array(rows, dtype=np.float64)
+        return arr[:, 0].astype(np.int64), arr[:, 1]
+
+    def metric_series_downsampled(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        points: int = 1000,
+        method: str = "lttb",
+        min_step: int | None = None,
+        max_step: int | None = None,
+    ) -> Series:
+        from workbench_tracker.downsample import downsample_arrays
+
+        if min_step is not None or max_step is not None:
+            return super().metric_series_downsampled(
+                run_id, key, points=points, method=method, min_step=min_step, max_step=max_step
+            )
+        steps, values = self.metric_arrays(run_id, key)
+        idx = downsample_arrays(steps, values, points, method)
+        return Series(steps[idx].tolist(), values[idx].tolist(), [])
+
+    # -- media and alerts ---------------------------------------------------------------------
+    def add_media(
+        self,
+        run_id: str,
+        key: str,
+        step: int,
+        data: bytes,
+        *,
+        mime: str = "image/png",
+        caption: str = "",
+        width: int | None = None,
+        height: int | None = None,
+    ) -> MediaInfo:
+        def work() -> MediaInfo:
+            with self.session() as s:
+                if s.get(Run, run_id) is None:
+                    raise RunNotFoundError(f"run {run_id!r} not found")
+                row = Media(
+                    run_id=run_id,
+                    key=key,
+                    step=step,
+                    mime=mime,
+                    caption=caption,
+                    width=width,
+                    height=height,
+                    data=data,
+                )
+                s.add(row)
+                s.flush()
+                return MediaInfo(row.id, run_id, key, step, mime, caption, width, height)
+
+        return self._retry(work)
+
+    def list_media(self, run_id: str, key: str | None = None) -> list[MediaInfo]:
+        cols = (
+            Media.id,
+            Media.run_id,
+            Media.key,
+            Media.step,
+            Media.mime,
+            Media.caption,
+            Media.width,
+            Media.height,
+        )
+        stmt = select(*cols).where(Media.run_id == run_id)
+        if key is not None:
+            stmt = stmt.where(Media.key == key)
+        with self.session() as s:
+            rows = s.execute(stmt.order_by(Media.key, Media.step, Media.id)).all()
+            return [MediaInfo(*r) for r in rows]
+
+    def get_media(self, media_id: int) -> tuple[MediaInfo, bytes]:
+        with self.session() as s:
+            r = s.get(Media, media_id)
+            if r is None:
+                raise KeyError(f"media {media_id} not found")
+            info = MediaInfo(r.id, r.run_id, r.key, r.step, r.mime, r.caption, r.width, r.height)
+            return info, bytes(r.data)
+
+    def add_alert(
+        self,
+        run_id: str,
+        kind: str,
+        message: str,
+        *,
+        key: str = "",
+        step: int | None = None,
+        value: float | None = None,
+    ) -> AlertInfo:
+        def work() -> AlertInfo:
+            with self.session() as s:
+                row = Alert(
+                    run_id=run_id,
+                    key=key,
+                    kind=kind,
+                    message=message,
+                    step=step,
+                    value=None if value is not None and math.isnan(value) else value,
+                    created_at=datetime.now(UTC),
+                )
+                s.add(row)
+                s.flush()
+                return self._alert(row, value)
+
+        return self._retry(work)
+
+    @staticmethod
+    def _alert(row: Alert, value: float | None = None) -> AlertInfo:
+        return AlertInfo(
+            row.id,
+            row.run_id,
+            row.key,
+            row.kind,
+            row.message,
+            row.step,
+            value if value is not None else row.value,
+            _utc(row.created_at),
+        )
+
+    def list_alerts(
+        self, run_id: str | None = None, *, project: str | None = None, limit: int = 1000
+    ) -> list[AlertInfo]:
+        stmt = select(Alert)
+        if run_id is not None:
+            stmt = stmt.where(Alert.run_id == run_id)
+        if project is not None:
+            stmt = stmt.where(Alert.run_id.in_(select(Run.id).where(Run.project == project)))
+        with self.session() as s:
+            rows = s.scalars(stmt.order_by(Alert.id.desc()).limit(limit))
+            return [self._alert(r) for r in rows]
+
+    def close(self) -> None:
+        self.engine.dispose()
