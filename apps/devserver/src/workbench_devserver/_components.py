@@ -135,6 +135,19 @@ def _agent_llm(settings: DevServerSettings) -> tuple[Any, str]:
         return None, f"served model {model or '(default)'} at {settings.base_url}"
 
 
+def _serving_settings(settings: DevServerSettings) -> Any:
+    """Serving's own settings from the environment, bound where the dev server binds.
+
+    Serving's bind check (no API keys beyond loopback) must judge the address the dev server
+    really listens on, not serving's default.
+    """
+    try:
+        from workbench_serving.settings import ServingSettings
+    except ImportError:
+        return None
+    return ServingSettings(host=settings.host, port=settings.port)
+
+
 def build_components(settings: DevServerSettings, *, tracker_store: Any = None) -> list[Component]:
     """Build every part the settings ask for, in mount order (root fallback last)."""
     comps: list[Component] = []
@@ -196,7 +209,7 @@ def build_components(settings: DevServerSettings, *, tracker_store: Any = None) 
                     ready_paths=("/api/v1/readyz", "/readyz"),
                 ),
                 [("workbench_serving.app", "create_app"), ("workbench_serving", "create_app")],
-                {"settings": None},
+                {"settings": _serving_settings(settings)},
             )
         )
     return comps
