@@ -181,7 +181,7 @@ class ArtifactStore:
         """Create the artifact tables if missing (idempotent, once per engine)."""
         if self.engine in _SCHEMA_READY:
             return
-        Base.metadata.create_all(self.engine, tables=ARTIFACT_TABLES)
+        Base.metadata.create_all(self.engine, tables=ARTIFACT_TABLES)  # type: ignore[arg-type]
         _SCHEMA_READY.add(self.engine)
 
     def blob_path(self, sha: str) -> Path:
@@ -252,7 +252,9 @@ class ArtifactStore:
                 .where(ArtifactAlias.artifact_id == art.id, ArtifactAlias.alias == selector)
             )
         if ver is None:
-            raise ArtifactNotFoundError(f"artifact {art.name!r} has no version or alias {selector!r}")
+            raise ArtifactNotFoundError(
+                f"artifact {art.name!r} has no version or alias {selector!r}"
+            )
         return ver
 
     def _aliases(self, s: Session, version_id: int) -> list[str]:
@@ -615,9 +617,9 @@ class ArtifactStore:
                 focus = f"run:{run_id}"
             elif ref is not None:
                 name, selector = parse_ref(ref)
-                art = self._artifact(s, project or "", name) if project is not None else None
-                if art is None:
+                if project is None:
                     raise ArtifactNotFoundError("a project is needed to focus on an artifact")
+                art = self._artifact(s, project, name)
                 focus = f"artifact:{name}:v{self._resolve(s, art, selector).version}"
         if focus is not None:
             adj: dict[str, set[str]] = {}
@@ -673,8 +675,12 @@ class ArtifactStore:
                 out.append(full.to_dict())
         with Session(self.engine) as s:
             edges = s.execute(
-                select(LineageEdge.run_id, LineageEdge.direction, Artifact.name,
-                       ArtifactVersion.version)
+                select(
+                    LineageEdge.run_id,
+                    LineageEdge.direction,
+                    Artifact.name,
+                    ArtifactVersion.version,
+                )
                 .join(ArtifactVersion, ArtifactVersion.id == LineageEdge.version_id)
                 .join(Artifact, Artifact.id == ArtifactVersion.artifact_id)
                 .where(Artifact.project == project)
