@@ -1,0 +1,1 @@
+"""HTTP layer: native API, OpenAI-compatible API, WebSocket, errors, middleware."""
