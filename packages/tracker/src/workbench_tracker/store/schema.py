@@ -94,9 +94,7 @@ class RunTag(Base):
     """One tag of one run, so tag filters are plain indexed SQL on every dialect."""
 
     __tablename__ = "run_tags"
-    run_id: Mapped[str] = mapped_column(
-        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
-    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     tag: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
 
 

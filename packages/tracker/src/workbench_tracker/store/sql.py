@@ -376,9 +376,7 @@ class SQLStore(Store):
     def log_metrics(self, run_id: str, rows: Sequence[MetricRow]) -> None:
         if not rows:
             return
-        params = [
-            (run_id, k, st, None if math.isnan(v) else v, t) for (k, st, v, t) in rows
-        ]
+        params = [(run_id, k, st, None if math.isnan(v) else v, t) for (k, st, v, t) in rows]
         last: dict[str, tuple[int, int, float, float]] = {}
         for k, st, v, t in rows:
             prev = last.get(k)
