@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "workbench_home": "config",
     "workbench_path": "config",
     # events
+    "GAP": "events",
     "Event": "events",
     "EventBus": "events",
     "Subscription": "events",
@@ -57,6 +58,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "GAP",
     "GIVE_UP",
     "RETRY",
     "CancelToken",
@@ -95,7 +97,7 @@ if TYPE_CHECKING:
     from .aio import LoopThread, LoopThreadError, get_loop_thread
     from .cancel import Cancelled, CancelToken
     from .config import WorkbenchSettings, models_dir, workbench_home, workbench_path
-    from .events import Event, EventBus, Subscription
+    from .events import GAP, Event, EventBus, Subscription
     from .protocol import ErrorBody, ErrorDetail
     from .retry import (
         GIVE_UP,

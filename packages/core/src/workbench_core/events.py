@@ -23,7 +23,7 @@ import asyncio
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -418,7 +418,7 @@ class EventBus:
         with self._lock:
             return list(self._topics)
 
-    async def stream(self, topic: str, last_seq: int | None = None) -> AsyncIterator[Event]:
+    async def stream(self, topic: str, last_seq: int | None = None) -> AsyncGenerator[Event, None]:
         """Convenience generator over ``subscribe`` that always unsubscribes at the end."""
         sub = self.subscribe(topic, last_seq)
         try:

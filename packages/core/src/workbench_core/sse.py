@@ -14,7 +14,7 @@ import codecs
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -251,7 +251,7 @@ async def sse_stream(
     *,
     retry: int | None = None,
     ping: str = "ping",
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Encode an event source as SSE bytes for any ASGI streaming response.
 
     Sends a comment ping whenever ``heartbeat`` seconds pass without an event, so proxies keep
