@@ -1,0 +1,56 @@
+"""Engines: the models the scheduler drives, one ``run_batch(list) -> list`` each.
+
+Importing this package does not import torch; each engine imports its heavy libraries when it
+loads.
+"""
+
+from workbench_serving.engines._device import pick_device, resolve_device, resolve_dtype
+from workbench_serving.engines.base import (
+    AdamParams,
+    CheckpointInfo,
+    Engine,
+    EngineError,
+    EngineKind,
+    ForwardBackwardResult,
+    ImageItem,
+    ImageResult,
+    LogprobsItem,
+    LogprobsResult,
+    RunInfo,
+    SampledSequence,
+    SampleItem,
+    SampleResult,
+    TrainingDatum,
+    TrainingOp,
+    TrainingOpKind,
+    VisionItem,
+    VisionResult,
+)
+from workbench_serving.engines.text import TextEngine, row_seed
+
+__all__ = [
+    "AdamParams",
+    "CheckpointInfo",
+    "Engine",
+    "EngineError",
+    "EngineKind",
+    "ForwardBackwardResult",
+    "ImageItem",
+    "ImageResult",
+    "LogprobsItem",
+    "LogprobsResult",
+    "RunInfo",
+    "SampleItem",
+    "SampleResult",
+    "SampledSequence",
+    "TextEngine",
+    "TrainingDatum",
+    "TrainingOp",
+    "TrainingOpKind",
+    "VisionItem",
+    "VisionResult",
+    "pick_device",
+    "resolve_device",
+    "resolve_dtype",
+    "row_seed",
+]

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
-from workbench_core.cancel import CancelToken
+if TYPE_CHECKING:  # engines only read ``.cancelled``; any token with that attribute works
+    from workbench_core.cancel import CancelToken
 
-ItemT = TypeVar("ItemT")
+ItemT = TypeVar("ItemT", contravariant=True)
 ResultT = TypeVar("ResultT")
 
 EngineKind = Literal["text", "image", "vision", "training"]
@@ -78,6 +79,13 @@ class LogprobsItem:
     adapter: str | None = None
 
 
+@dataclass
+class LogprobsResult:
+    """What ``TextEngine.run_batch`` returns for a ``LogprobsItem``."""
+
+    logprobs: list[float | None]
+
+
 # ---------------------------------------------------------------- image
 
 
@@ -120,6 +128,88 @@ class VisionResult:
     text: str
     tokens: list[int]
     finish_reason: Literal["stop", "length", "cancelled"]
+
+
+# ---------------------------------------------------------------- training
+
+
+TrainingOpKind = Literal[
+    "create_run",
+    "forward_backward",
+    "optim_step",
+    "save_checkpoint",
+    "load_checkpoint",
+    "list_checkpoints",
+    "register_sampler",
+    "get_run",
+    "list_runs",
+]
+
+
+@dataclass
+class TrainingOp:
+    """One stateful training call; ``TrainingEngine.run_batch`` runs a list of them in order.
+
+    ``payload`` holds the op's arguments as keyword arguments of the matching
+    ``TrainingEngine`` method (``run_id`` excluded), e.g. ``{"data": [...],
+    "loss_fn": "cross_entropy"}`` for ``forward_backward``.
+    """
+
+    kind: TrainingOpKind
+    run_id: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingDatum:
+    """One training sequence: per position, the target token and its loss weight.
+
+    ``target_tokens[i]`` is the token the model should predict after reading
+    ``tokens[: i + 1]`` (Tinker's convention); all three lists have the same length.
+    """
+
+    tokens: list[int]
+    target_tokens: list[int]
+    weights: list[float]
+
+
+@dataclass
+class AdamParams:
+    learning_rate: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-12
+    weight_decay: float = 0.0
+    grad_clip_norm: float = 0.0  # 0 = no clipping
+
+
+@dataclass
+class ForwardBackwardResult:
+    loss: float  # sum(weights * -logprob) / sum(weights)
+    logprobs: list[list[float]]  # per datum, per position: logprob of target_tokens[i]
+    num_tokens: int  # positions with non-zero weight
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    base_model: str
+    rank: int
+    seed: int
+    target_modules: list[str]
+    step: int
+    created_at: float
+
+
+@dataclass
+class CheckpointInfo:
+    run_id: str
+    name: str
+    kind: Literal["weights", "state"]
+    step: int
+    path: str
+    created_at: float
+    model_name: str  # adapter name a SampleItem can use: "<run_id>:<name>"
 
 
 # ---------------------------------------------------------------- engines
