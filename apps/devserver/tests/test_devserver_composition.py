@@ -140,3 +140,59 @@ def test_factory_receives_only_the_keywords_it_declares() -> None:
         return kwargs
 
     assert _call_factory(open_factory, {"a": 1}) == {"a": 1}
+
+
+class _FakeInner:
+    supports_tools = True
+
+
+def test_agent_llm_switch_moves_the_agent_onto_a_checkpoint_and_back() -> None:
+    from workbench_devserver._agent_llm import SwitchableLLM
+
+    agent = component(Part("agent"), "agent", "/agent")
+    inner = _FakeInner()
+    agent.llm = SwitchableLLM(inner, "default served model")
+    with _app(agent) as client:
+        assert client.get("/devserver/agent/llm").json()["llm"] == "default served model"
+        resp = client.post("/devserver/agent/llm", json={"model": "run-1:demo"})
+        assert resp.status_code == 200
+        assert "run-1:demo" in resp.json()["llm"]
+        assert agent.llm.supports_tools is False  # the checkpoint speaks the JSON protocol
+        resp = client.post("/devserver/agent/llm", json={"model": None})
+        assert resp.json()["llm"] == "default served model"
+        assert agent.llm.inner is inner
+
+
+def test_agent_llm_switch_rejects_a_bad_model_naming_the_field() -> None:
+    from workbench_devserver._agent_llm import SwitchableLLM
+
+    agent = component(Part("agent"), "agent", "/agent")
+    agent.llm = SwitchableLLM(_FakeInner(), "default")
+    with _app(agent) as client:
+        resp = client.post("/devserver/agent/llm", json={"model": ""})
+        assert resp.status_code == 422
+        assert resp.json()["error"]["param"] == "model"
+        assert client.get("/devserver/agent/llm").json()["llm"] == "default"
+
+
+def test_agent_llm_switch_is_a_conflict_without_a_composed_agent() -> None:
+    with _app(component(Part("serving"), "serving", "")) as client:
+        resp = client.post("/devserver/agent/llm", json={"model": "x"})
+        assert resp.status_code == 409
+        assert resp.json()["error"]["type"] == "conflict"
+
+
+def test_render_prompt_is_what_the_checkpoint_llm_sends() -> None:
+    from types import SimpleNamespace
+
+    from workbench_devserver._agent_llm import _render_messages, render_prompt
+
+    msgs = [
+        SimpleNamespace(role="system", content="long tool manifest"),
+        SimpleNamespace(role="user", content="Compare my runs"),
+        SimpleNamespace(role="assistant", content='{"type": "tool"}'),
+        SimpleNamespace(role="tool", content="...", name="compare_runs"),
+    ]
+    assert _render_messages(msgs) == render_prompt("Compare my runs", ["compare_runs"])
+    assert "manifest" not in _render_messages(msgs)
+    assert _render_messages(msgs[:2]) == "Question: Compare my runs\nAction:"

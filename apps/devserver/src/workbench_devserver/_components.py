@@ -49,6 +49,7 @@ class Component:
     installed: bool = True
     started: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    llm: Any = None
 
     @property
     def available(self) -> bool:
@@ -104,35 +105,56 @@ def _build(
     return comp
 
 
+def _first_attr(specs: list[tuple[str, str]]) -> Any:
+    for module_name, attr in specs:
+        try:
+            found = getattr(importlib.import_module(module_name), attr, None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    return None
+
+
 def _agent_llm(settings: DevServerSettings) -> tuple[Any, str]:
     """The agent's LLM: Gemini with a key, else the workbench's own served model.
 
-    Returns the LLM object (None lets the agent choose its own default) and a description for the
-    landing page.
+    Either way it is wrapped in a :class:`SwitchableLLM` so the demo can move the agent onto a
+    fine-tuned checkpoint at run time. Returns (llm or None to let the agent pick, description).
     """
+    from ._agent_llm import SwitchableLLM
+
     if settings.gemini_api_key:
-        try:
-            from workbench_agent import GeminiLLM
-
-            return (
-                _call_factory(
-                    GeminiLLM,
-                    {"api_key": settings.gemini_api_key, "model": settings.gemini_model},
-                ),
-                f"Gemini ({settings.gemini_model})",
-            )
-        except Exception as exc:
-            log.warning("Gemini adapter unavailable (%s); using the served model", exc)
-    model = settings.agent_model
-    try:
-        from workbench_agent import ServedLLM
-
-        return (
-            _call_factory(ServedLLM, {"base_url": settings.base_url, "model": model}),
-            f"served model {model or '(default)'} at {settings.base_url}",
+        gemini = _first_attr(
+            [
+                ("workbench_agent", "GeminiLLM"),
+                ("workbench_agent._gemini", "GeminiLLM"),
+                ("workbench_agent.llm", "GeminiLLM"),
+            ]
         )
-    except Exception:
-        return None, f"served model {model or '(default)'} at {settings.base_url}"
+        if gemini is not None:
+            try:
+                desc = f"Gemini ({settings.gemini_model})"
+                inner = _call_factory(
+                    gemini, {"api_key": settings.gemini_api_key, "model": settings.gemini_model}
+                )
+                return SwitchableLLM(inner, desc), desc
+            except Exception as exc:
+                log.warning("Gemini adapter failed (%s); using the served model", exc)
+    served = _first_attr(
+        [("workbench_agent", "ServedLLM"), ("workbench_agent._served", "ServedLLM")]
+    )
+    desc = f"served model {settings.agent_model or '(agent default)'} at {settings.base_url}"
+    if served is None:
+        return None, desc
+    try:
+        inner = _call_factory(
+            served, {"base_url": settings.base_url, "model": settings.agent_model}
+        )
+    except Exception as exc:
+        log.warning("served-model adapter failed (%s); the agent picks its default", exc)
+        return None, desc
+    return SwitchableLLM(inner, desc), desc
 
 
 def _serving_settings(settings: DevServerSettings) -> Any:
@@ -178,6 +200,7 @@ def build_components(settings: DevServerSettings, *, tracker_store: Any = None) 
             links=[("Chat", "/agent/"), ("Sessions API", "/agent/sessions")],
             ready_paths=("/readyz", "/healthz"),
             info={"llm": llm_desc},
+            llm=llm,
         )
         candidates: dict[str, Any] = {
             "base_url": settings.base_url,

@@ -22,15 +22,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field
+
+from ._agent_llm import CheckpointLLM
 from ._components import Component, build_components, probe, run_lifespans
 from ._docs import fallback_docs_html, merge_openapi, swagger_ui_dir
 from ._landing import render_landing
-from ._settings import DevServerSettings
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
+from ._settings import DevServerSettings, serving_api_keys
 
 __all__ = ["create_app", "print_banner"]
 
@@ -69,6 +74,7 @@ async def collect_status(
                 "detail": detail if state != "ready" else None,
                 "links": comp.links if comp.available else [],
                 **comp.info,
+                **({"llm": comp.llm.description} if comp.llm is not None else {}),
             }
         )
     return {
@@ -103,9 +109,35 @@ def print_banner(settings: DevServerSettings, components: list[Component]) -> No
     Console(stderr=True).print(table)
 
 
+class AgentLLMBody(BaseModel):
+    """Body of ``POST /devserver/agent/llm``."""
+
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="served model name (a checkpoint's model_name); null = the default LLM",
+    )
+
+
+def _error(status: int, type_: str, message: str, param: str | None) -> Any:
+    """The error body every Workbench server uses."""
+    import uuid
+
+    rid = "req_" + uuid.uuid4().hex[:16]
+    body: dict[str, Any] = {"type": type_, "message": message, "request_id": rid}
+    if param is not None:
+        body["param"] = param
+    return JSONResponse({"error": body}, status_code=status, headers={"X-Request-ID": rid})
+
+
+def _first_key() -> str | None:
+    keys = serving_api_keys()
+    return keys[0] if keys else None
+
+
 def _redirect_to(target: str) -> Any:
     """A route handler sending ``/tracker`` to ``/tracker/`` (a Mount only matches below it)."""
-    from starlette.requests import Request
     from starlette.responses import RedirectResponse
 
     # A plain Starlette route: FastAPI would treat the parameter as a query field.
@@ -133,8 +165,6 @@ def create_app(
         A FastAPI app whose lifespan runs every composed part's lifespan.
     """
     from fastapi import FastAPI
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.openapi.utils import get_openapi
     from fastapi.responses import HTMLResponse, JSONResponse
 
     settings = settings or DevServerSettings()
@@ -157,6 +187,18 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.devserver_settings = settings
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        loc = [str(p) for p in (errors[0].get("loc", ()) if errors else ())]
+        param = ".".join(loc[1:] if loc and loc[0] in ("body", "query", "path") else loc)
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
+            for e in errors
+        )
+        return _error(422, "invalid_request", message or "invalid request", param or "body")  # type: ignore[no-any-return]
+
     app.state.components = comps
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False, response_model=None)
@@ -182,6 +224,44 @@ def create_app(
     async def devserver_status() -> dict[str, Any]:
         """What the landing page shows, as JSON."""
         return await collect_status(comps, settings)
+
+    agent = next((c for c in comps if c.name == "agent" and c.llm is not None), None)
+    original_llm = (agent.llm.inner, agent.llm.description) if agent is not None else None
+
+    def _check_key(request: Request) -> JSONResponse | None:
+        keys = serving_api_keys()
+        if not keys:
+            return None
+        from workbench_serving.auth import extract_key  # keys are serving's; so is the rule
+
+        if extract_key(list(request.scope.get("headers", []))) in keys:
+            return None
+        return _error(401, "authentication_error", "a valid API key is required", None)
+
+    @app.get("/devserver/agent/llm", tags=["devserver"])
+    async def get_agent_llm() -> dict[str, Any]:
+        """Which LLM the agent runs on."""
+        return {
+            "llm": agent.llm.description if agent is not None else None,
+            "switchable": agent is not None,
+        }
+
+    @app.post("/devserver/agent/llm", tags=["devserver"], response_model=None)
+    async def set_agent_llm(body: AgentLLMBody, request: Request) -> JSONResponse:
+        """Put the agent on a served model (e.g. the demo's fine-tuned checkpoint), or back."""
+        denied = _check_key(request)
+        if denied is not None:
+            return denied
+        if agent is None or original_llm is None:
+            return _error(
+                409, "conflict", "the agent is not composed with a switchable LLM", "model"
+            )
+        if body.model is None:
+            agent.llm.switch(*original_llm)
+        else:
+            llm = CheckpointLLM(settings.base_url, body.model, api_key=_first_key())
+            agent.llm.switch(llm, llm.describe())
+        return JSONResponse({"llm": agent.llm.description, "switchable": True})
 
     schema_cache: dict[str, Any] = {}
 
