@@ -139,7 +139,7 @@ def to_api_error(exc: BaseException) -> APIError:
     return APIError(500, f"internal error ({type(exc).__name__}); see the server log")
 
 
-def _loc_to_param(loc: tuple[Any, ...] | list[Any]) -> str | None:
+def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
@@ -149,9 +149,9 @@ def _loc_to_param(loc: tuple[Any, ...] | list[Any]) -> str | None:
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-    param = _loc_to_param(first.get("loc", ()))
+    errors = list(exc.errors())
+    first: dict[str, Any] = dict(errors[0]) if errors else {"loc": ("body",), "msg": "invalid"}
+    param = _loc_to_param(tuple(first.get("loc", ())))
     if first.get("type") == "json_invalid":
         param = "body"
         msg = f"body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
