@@ -265,7 +265,7 @@ class HTTPStore(Store):
         step: int | None = None,
         value: float | None = None,
     ) -> AlertInfo:
-        body = {"kind": kind, "message": message, "key": key, "step": step}
+        body: dict[str, Any] = {"kind": kind, "message": message, "key": key, "step": step}
         body["value"] = encode_float(value)
         data = self._request("POST", f"/api/ingest/runs/{self._rid(run_id)}/alerts", json=body)
         return AlertInfo.from_dict(data)

@@ -458,19 +458,21 @@ class SQLStore(Store):
             list(times),
         )
 
-    def metric_arrays(self, run_id: str, key: str) -> tuple[Any, Any]:
-        """(steps, values) as numpy arrays, read straight from the cursor (NULL -> NaN)."""
+    def metric_arrays(self, run_id: str, key: str) -> tuple[Any, Any, Any]:
+        """(steps, values, times) as numpy arrays, straight from the cursor (NULL -> NaN)."""
         import numpy as np
 
         sql = self._sql(
-            "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? ORDER BY step, id"
+            "SELECT step, value, wall_time FROM metrics WHERE run_id = ? AND key = ? "
+            "ORDER BY step, id"
         )
         with self.engine.connect() as conn:
             rows = conn.exec_driver_sql(sql, (run_id, key)).fetchall()
         if not rows:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+            empty = np.empty(0, dtype=np.float64)
+            return np.empty(0, dtype=np.int64), empty, empty
         arr = np.array(rows, dtype=np.float64)
-        return arr[:, 0].astype(np.int64), arr[:, 1]
+        return arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2]
 
     def metric_series_downsampled(
         self,
@@ -488,9 +490,9 @@ class SQLStore(Store):
             return super().metric_series_downsampled(
                 run_id, key, points=points, method=method, min_step=min_step, max_step=max_step
             )
-        steps, values = self.metric_arrays(run_id, key)
+        steps, values, times = self.metric_arrays(run_id, key)
         idx = downsample_arrays(steps, values, points, method)
-        return Series(steps[idx].tolist(), values[idx].tolist(), [])
+        return Series(steps[idx].tolist(), values[idx].tolist(), times[idx].tolist())
 
     # -- media and alerts ---------------------------------------------------------------------
     def add_media(

@@ -1,0 +1,297 @@
+// Workbench tracker UI. Plain JS, no build step, no CDN: works offline and under any URL prefix
+// because every URL here is relative to the page (api/..., run.html?id=...).
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+// The API sends NaN/Infinity as strings (JSON has no literal for them); null also means NaN.
+const num = (v) => (v === null || v === undefined ? NaN : Number(v));
+const params = new URLSearchParams(location.search);
+
+async function api(path) {
+  const resp = await fetch(path, { headers: { Accept: "application/json" } });
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error((body.error && body.error.message) || `HTTP ${resp.status}`);
+  return body;
+}
+
+function showError(err) {
+  const box = $("#error");
+  if (!box) return;
+  box.hidden = false;
+  box.textContent = String(err.message || err);
+}
+
+function fmt(v) {
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toPrecision(5);
+  if (v === "NaN" || v === "Infinity" || v === "-Infinity") return v;
+  if (typeof v === "object" && v !== null) return JSON.stringify(v);
+  return String(v ?? "");
+}
+
+function kvRows(obj) {
+  const keys = Object.keys(obj || {}).sort();
+  if (!keys.length) return '<tr><td class="muted">none</td></tr>';
+  return keys.map((k) => `<tr><th>${esc(k)}</th><td class="num">${esc(fmt(obj[k]))}</td></tr>`).join("");
+}
+
+// TensorBoard-style debiased exponential moving average.
+function smooth(values, weight) {
+  if (!weight) return values;
+  const out = new Array(values.length);
+  let last = 0, n = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (!Number.isFinite(v)) { out[i] = v; continue; }
+    last = last * weight + (1 - weight) * v;
+    n++;
+    out[i] = last / (1 - Math.pow(weight, n));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------- runs page
+async function runsPage() {
+  let offset = 0;
+  const limit = 50;
+  try {
+    const projects = await api("api/projects");
+    const sel = $("#f-project");
+    for (const p of projects.projects) {
+      const o = document.createElement("option");
+      o.value = p.name; o.textContent = `${p.name} (${p.run_count})`;
+      sel.appendChild(o);
+    }
+  } catch (e) { showError(e); }
+  for (const [k, v] of params) {
+    const el = $(`#f-${k}`);
+    if (el) el.value = v;
+  }
+  async function load() {
+    const q = new URLSearchParams();
+    for (const k of ["project", "status", "tag", "sort"]) {
+      const v = $(`#f-${k}`).value.trim();
+      if (v) q.set(k, v);
+    }
+    for (const part of $("#f-config").value.split(",")) {
+      const [k, ...rest] = part.split("=");
+      if (k && k.trim() && rest.length) q.append(`config.${k.trim()}`, rest.join("=").trim());
+    }
+    q.set("limit", limit); q.set("offset", offset);
+    try {
+      const data = await api(`api/runs?${q}`);
+      $("#error").hidden = true;
+      const body = $("#runs tbody");
+      body.innerHTML = data.runs.map((r) => `
+        <tr data-run-id="${esc(r.id)}">
+          <td><input type="checkbox" class="pick" value="${esc(r.id)}"></td>
+          <td><a href="run.html?id=${encodeURIComponent(r.id)}">${esc(r.name)}</a><div class="muted">${esc(r.id)}</div></td>
+          <td>${esc(r.project)}</td>
+          <td class="status-${esc(r.status)}">${esc(r.status)}</td>
+          <td>${esc((r.created_at || "").replace("T", " ").slice(0, 19))}</td>
+          <td>${r.tags.map((t) => `<span class="tag">${esc(t)}</span>`).join("")}</td>
+          <td>${Object.entries(r.config).slice(0, 4).map(([k, v]) => `${esc(k)}=${esc(fmt(v))}`).join("<br>")}</td>
+          <td>${Object.entries(r.summary).slice(0, 4).map(([k, v]) => `${esc(k)}=${esc(fmt(v))}`).join("<br>")}</td>
+        </tr>`).join("") || '<tr><td colspan="8" class="muted">no runs match</td></tr>';
+      $("#page-info").textContent = `${data.total ? offset + 1 : 0}–${offset + data.runs.length} of ${data.total}`;
+      $("#prev").disabled = offset === 0;
+      $("#next").disabled = offset + data.runs.length >= data.total;
+    } catch (e) { showError(e); }
+  }
+  $("#filters").addEventListener("submit", (ev) => { ev.preventDefault(); offset = 0; load(); });
+  $("#prev").addEventListener("click", () => { offset = Math.max(0, offset - limit); load(); });
+  $("#next").addEventListener("click", () => { offset += limit; load(); });
+  $("#compare-btn").addEventListener("click", () => {
+    const ids = [...document.querySelectorAll(".pick:checked")].map((c) => c.value);
+    if (ids.length) location.href = `compare.html?runs=${encodeURIComponent(ids.join(","))}`;
+  });
+  await load();
+  setInterval(load, 10000);
+}
+
+// ------------------------------------------------------------------------------- chart helper
+class ChartSet {
+  constructor(container) {
+    this.container = container;
+    this.charts = new Map(); // key -> {div, series: Map(label -> {steps, values, times})}
+    this.smoothing = 0; this.logy = false; this.xaxis = "step";
+    this.pending = new Set();
+  }
+  ensure(key) {
+    if (this.charts.has(key)) return this.charts.get(key);
+    const card = document.createElement("div");
+    card.className = "card";
+    card.dataset.key = key;
+    card.innerHTML = `<div><strong>${esc(key)}</strong> <span class="muted count"></span></div><div class="chart"></div>`;
+    this.container.appendChild(card);
+    const entry = { card, div: card.querySelector(".chart"), series: new Map() };
+    this.charts.set(key, entry);
+    return entry;
+  }
+  set(key, label, s) {
+    const e = this.ensure(key);
+    e.series.set(label, { steps: s.steps.slice(), values: s.values.map(num), times: (s.times || []).slice() });
+    this.schedule(key);
+  }
+  append(key, label, s) {
+    const e = this.ensure(key);
+    const cur = e.series.get(label) || { steps: [], values: [], times: [] };
+    cur.steps.push(...s.steps); cur.values.push(...s.values.map(num)); cur.times.push(...(s.times || []));
+    e.series.set(label, cur);
+    this.schedule(key);
+  }
+  schedule(key) {
+    if (this.pending.size === 0) requestAnimationFrame(() => this.flush());
+    this.pending.add(key);
+  }
+  flush() {
+    const keys = [...this.pending];
+    this.pending.clear();
+    for (const k of keys) this.render(k);
+  }
+  renderAll() { for (const k of this.charts.keys()) this.render(k); }
+  render(key) {
+    const e = this.charts.get(key);
+    const traces = [];
+    let points = 0;
+    for (const [label, s] of e.series) {
+      points += s.steps.length;
+      let x = s.steps;
+      if (this.xaxis === "time" && s.times.length === s.steps.length && s.times.length) {
+        const t0 = s.times[0];
+        x = s.times.map((t) => t - t0);
+      }
+      const y = smooth(s.values, this.smoothing);
+      if (this.smoothing) {
+        traces.push({ x, y: s.values, name: `${label} (raw)`, mode: "lines", line: { width: 1 }, opacity: 0.25, showlegend: false, hoverinfo: "skip" });
+      }
+      traces.push({ x, y, name: label, mode: s.steps.length < 2 ? "markers" : "lines" });
+    }
+    e.card.dataset.points = String(points);
+    e.card.querySelector(".count").textContent = `${points} points`;
+    if (typeof Plotly === "undefined") return;
+    Plotly.react(e.div, traces, {
+      margin: { l: 50, r: 10, t: 10, b: 35 },
+      xaxis: { title: { text: this.xaxis === "time" ? "seconds" : "step" } },
+      yaxis: { type: this.logy ? "log" : "linear" },
+      showlegend: e.series.size > 1,
+      legend: { orientation: "h" },
+    }, { displaylogo: false, responsive: true });
+  }
+  bindControls(chartsRef) {
+    const sm = $("#smoothing");
+    if (sm) sm.addEventListener("input", () => { this.smoothing = Number(sm.value); $("#smoothing-val").textContent = sm.value; this.renderAll(); });
+    const lg = $("#logy");
+    if (lg) lg.addEventListener("change", () => { this.logy = lg.checked; this.renderAll(); });
+    const xa = $("#xaxis");
+    if (xa) xa.addEventListener("change", () => { this.xaxis = xa.value; this.renderAll(); });
+  }
+}
+
+// ----------------------------------------------------------------------------------- run page
+async function runPage() {
+  const id = params.get("id");
+  if (!id) { showError(new Error("id: missing ?id= in the URL")); return; }
+  const charts = new ChartSet($("#charts"));
+  charts.bindControls();
+  const rid = encodeURIComponent(id);
+  let run;
+  try { run = await api(`api/runs/${rid}`); } catch (e) { showError(e); return; }
+  const renderMeta = (r) => {
+    document.title = `${r.name} · Workbench tracker`;
+    $("#run-title").textContent = r.name;
+    $("#run-meta").innerHTML = `<span class="status-${esc(r.status)}" id="run-status">${esc(r.status)}</span> · ${esc(r.project)} · ${esc(r.id)} · ${esc((r.created_at || "").slice(0, 19))} ${r.tags.map((t) => `<span class="tag">${esc(t)}</span>`).join("")}${r.notes ? `<div>${esc(r.notes)}</div>` : ""}`;
+    $("#config tbody").innerHTML = kvRows(r.config);
+    $("#summary tbody").innerHTML = kvRows(r.summary);
+    if (r.traceback || r.error) { $("#traceback").textContent = r.traceback || r.error; $("#traceback").classList.remove("muted"); }
+    $("#environment").textContent = JSON.stringify({ ...r.environment, packages: r.environment.packages ? `${Object.keys(r.environment.packages).length} packages` : undefined }, null, 2);
+  };
+  renderMeta(run);
+
+  const last = {};
+  const keys = (await api(`api/runs/${rid}/metrics`)).keys;
+  await Promise.all(Object.keys(keys).map(async (k) => {
+    const s = await api(`api/runs/${rid}/series?key=${encodeURIComponent(k)}&points=1000`);
+    charts.set(k, run.name, s);
+    if (s.steps.length) last[k] = s.steps[s.steps.length - 1];
+  }));
+
+  async function loadAlerts() {
+    try {
+      const a = await api(`api/runs/${rid}/alerts`);
+      $("#alerts").innerHTML = a.alerts.map((x) => `<div class="alert"><strong>${esc(x.kind)}</strong> ${esc(x.key)} ${x.step !== null ? `@ step ${esc(x.step)}` : ""}: ${esc(x.message)}</div>`).join("");
+    } catch (e) { showError(e); }
+  }
+  async function loadImages() {
+    try {
+      const m = await api(`api/runs/${rid}/media`);
+      if (!m.media.length) return;
+      $("#images").innerHTML = m.media.map((x) => `<figure><img src="api/media/${x.id}" alt="${esc(x.key)}"><figcaption>${esc(x.key)} @ ${x.step}${x.caption ? ` — ${esc(x.caption)}` : ""}</figcaption></figure>`).join("");
+    } catch (e) { showError(e); }
+  }
+  loadAlerts(); loadImages();
+
+  async function overlay() {
+    const ids = $("#overlay").value.split(",").map((s) => s.trim()).filter(Boolean);
+    for (const [k, e] of charts.charts) for (const label of [...e.series.keys()]) if (label !== run.name) e.series.delete(label);
+    for (const other of ids) {
+      try {
+        const info = await api(`api/runs/${encodeURIComponent(other)}`);
+        for (const k of charts.charts.keys()) {
+          const s = await api(`api/runs/${encodeURIComponent(other)}/series?key=${encodeURIComponent(k)}&points=1000`);
+          if (s.steps.length) charts.set(k, `${info.name} (${other})`, s);
+        }
+      } catch (e) { showError(e); }
+    }
+    charts.renderAll();
+  }
+  $("#overlay").value = params.get("overlay") || "";
+  $("#overlay").addEventListener("change", overlay);
+  if ($("#overlay").value) overlay();
+
+  // Live: the server pushes new points; reconnect with the steps we already hold.
+  function connect() {
+    const url = new URL(`api/runs/${rid}/ws`, location.href);
+    url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(url);
+    ws.onopen = () => { $("#live").textContent = "live"; ws.send(JSON.stringify({ after: last, all: true })); };
+    ws.onmessage = (ev) => {
+      const msg = JSON.parse(ev.data);
+      if (msg.type === "points") {
+        charts.append(msg.key, run.name, msg);
+        last[msg.key] = msg.steps[msg.steps.length - 1];
+      } else if (msg.type === "status" && msg.status !== run.status) {
+        api(`api/runs/${rid}`).then((r) => { run = r; renderMeta(r); loadAlerts(); loadImages(); });
+      }
+    };
+    ws.onclose = () => { $("#live").textContent = "reconnecting…"; setTimeout(connect, 2000); };
+  }
+  connect();
+  setInterval(loadAlerts, 5000);
+}
+
+// ------------------------------------------------------------------------------- compare page
+async function comparePage() {
+  const ids = params.get("runs") || "";
+  $("#compare-ids").value = ids;
+  $("#compare-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    location.href = `compare.html?runs=${encodeURIComponent($("#compare-ids").value.replace(/\s+/g, ""))}`;
+  });
+  if (!ids) return;
+  const charts = new ChartSet($("#charts"));
+  charts.bindControls();
+  try {
+    const data = await api(`api/compare?runs=${encodeURIComponent(ids)}`);
+    const names = Object.fromEntries(data.runs.map((r) => [r.id, `${r.name} (${r.id})`]));
+    $("#diff thead").innerHTML = `<tr><th>config</th>${data.runs.map((r) => `<th><a href="run.html?id=${encodeURIComponent(r.id)}">${esc(names[r.id])}</a></th>`).join("")}</tr>`;
+    const keys = Object.keys(data.config_diff).sort();
+    $("#diff tbody").innerHTML = keys.map((k) => `<tr><th>${esc(k)}</th>${data.runs.map((r) => `<td class="changed">${esc(fmt(data.config_diff[k][r.id]))}</td>`).join("")}</tr>`).join("") || '<tr><td class="muted">configs are identical</td></tr>';
+    for (const [runId, series] of Object.entries(data.series)) {
+      for (const [k, s] of Object.entries(series)) if (s.steps.length) charts.set(k, names[runId], s);
+    }
+  } catch (e) { showError(e); }
+}
+
+const page = document.body.dataset.page;
+({ runs: runsPage, run: runPage, compare: comparePage }[page] || (() => {}))();
