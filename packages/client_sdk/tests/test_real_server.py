@@ -145,5 +145,5 @@ def test_a_blocking_call_on_the_clients_loop_thread_raises_instead_of_deadlockin
         async def inside() -> None:
             wb.service.health()
 
-        with pytest.raises(wc.SyncInAsyncContextError, match="deadlock|wait on itself"):
+        with pytest.raises(wc.SyncInAsyncContextError, match=r"deadlock|wait on itself"):
             wb.runner.run(inside(), timeout=30)
