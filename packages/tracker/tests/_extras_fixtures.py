@@ -28,8 +28,9 @@ class EngineStore:
     engine: Engine
     alerts: list[dict[str, Any]] = field(default_factory=list)
 
-    def add_alert(self, run_id: str, **fields: Any) -> None:
-        self.alerts.append({"run_id": run_id, **fields})
+    def add_alert(self, run_id: str, kind: str, message: str, **fields: Any) -> None:
+        # Same signature as Store.add_alert in workbench_tracker.store.base.
+        self.alerts.append({"run_id": run_id, "kind": kind, "message": message, **fields})
 
 
 @dataclass
@@ -78,3 +79,41 @@ def seed_runs(engine: Engine, project: str = "proj", n_runs: int = 2, steps: int
         )
         ids.append(rid)
     return ids
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on loopback."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """A real uvicorn server for an ASGI app on a free loopback port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        import threading
+
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

@@ -410,12 +410,11 @@ def _store_sink(run: Any) -> AlertSink | None:
     def sink(alert: Alert) -> None:
         add(
             run.id,
-            kind=alert.kind,
+            alert.kind,
+            alert.message,
             key=alert.key,
             step=alert.step,
             value=alert.value if math.isfinite(alert.value) else None,
-            message=alert.message,
-            level=alert.level,
         )
 
     return sink
