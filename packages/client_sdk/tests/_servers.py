@@ -55,7 +55,7 @@ class UvicornThread:
 class FaultProxy:
     """An HTTP/1.1 reverse proxy on loopback that injects faults into a seeded share of requests.
 
-    Per request it draws one of: ``ok`` (forward), ``503`` (answer 503 itself), ``429`` (answer
+    A seeded share of requests fail; the failing ones take the kinds in turn: ``ok`` (forward), ``503`` (answer 503 itself), ``429`` (answer
     429 with ``Retry-After``), ``reset`` (RST the client connection before forwarding) or
     ``drop`` (forward to the server, read its whole answer, then close the client connection
     without a byte: the server did the work, the client never hears of it).
@@ -67,6 +67,7 @@ class FaultProxy:
         self.upstream_port = upstream_port
         self.fault_rate = fault_rate
         self._rng = random.Random(seed)
+        self._turn = -1
         self.counts: Counter[str] = Counter()
         self._loop = asyncio.new_event_loop()
         self._sock = bind_free_socket()
@@ -96,7 +97,9 @@ class FaultProxy:
     def _draw(self) -> str:
         if self._rng.random() >= self.fault_rate:
             return "ok"
-        return self._rng.choice(self.FAULTS)
+        # Which requests fail is seeded; the kinds take turns so every kind shows up.
+        self._turn += 1
+        return self.FAULTS[self._turn % len(self.FAULTS)]
 
     @staticmethod
     async def _read_request(reader: asyncio.StreamReader) -> bytes | None:
