@@ -61,7 +61,8 @@ def _data_text(data: Any) -> str:
         return data
     if isinstance(data, bytes):
         return data.decode("utf-8")
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    # default=str: a stray datetime or UUID in a payload must not kill a stream halfway.
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def _check_field(name: str, value: str) -> None:
