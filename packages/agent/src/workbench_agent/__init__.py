@@ -61,7 +61,45 @@ _EXPORTS: dict[str, str] = {
     "create_app": ".app",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "ActionParseError",
+    "AgentRuntime",
+    "AgentSettings",
+    "Delta",
+    "GeminiLLM",
+    "LLMClient",
+    "LLMResponse",
+    "Message",
+    "RetryableToolError",
+    "RunConflict",
+    "RunHandle",
+    "RunResult",
+    "ScriptExhausted",
+    "ScriptedLLM",
+    "ServedLLM",
+    "Session",
+    "SessionNotFound",
+    "TaskManager",
+    "ToolArgumentsInvalid",
+    "ToolCall",
+    "ToolError",
+    "ToolNotFound",
+    "ToolRegistry",
+    "ToolResult",
+    "ToolRunner",
+    "ToolSchema",
+    "ToolSpec",
+    "ToolTimeout",
+    "Usage",
+    "__version__",
+    "builtin_registry",
+    "cancel_scope",
+    "collect_stream",
+    "create_app",
+    "parse_action",
+    "run_agent",
+    "tool",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@ without a network or a sampled model. Each script entry is one model turn.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -77,6 +78,8 @@ class ScriptedLLM:
         self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None
     ) -> LLMResponse:
         step = self._next(messages, tools)
+        if inspect.isawaitable(step):
+            step = await step
         if isinstance(step, str):
             return LLMResponse(text=step, usage=self._usage(step), finish_reason="stop")
         if isinstance(step, LLMResponse):
@@ -91,6 +94,8 @@ class ScriptedLLM:
         self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None
     ) -> AsyncIterator[Delta]:
         step = self._next(messages, tools)
+        if inspect.isawaitable(step):
+            step = await step
         try:
             if hasattr(step, "__aiter__"):
                 async for d in step:

@@ -19,6 +19,7 @@ Errors::
 from __future__ import annotations
 
 import asyncio
+import builtins
 import inspect
 import json
 import re
@@ -314,7 +315,7 @@ class ToolRegistry:
         """All tools, sorted by name."""
         return [self._tools[k] for k in sorted(self._tools)]
 
-    def schemas(self) -> list[ToolSchema]:
+    def schemas(self) -> builtins.list[ToolSchema]:
         """The schemas to hand to an LLM."""
         return [t.schema() for t in self.list()]
 

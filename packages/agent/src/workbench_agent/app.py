@@ -76,7 +76,7 @@ def _request_id(request: Request) -> str:
     return rid if isinstance(rid, str) else "req_" + uuid.uuid4().hex[:16]
 
 
-def _param_of(loc: tuple[Any, ...] | list[Any]) -> str:
+def _param_of(loc: Any) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
