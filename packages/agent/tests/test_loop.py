@@ -203,7 +203,7 @@ async def test_retry_inside_the_loop_reports_attempts() -> None:
         emit=rec,
     )
     assert result.status == "done"
-    end = [d for t, d in rec.events if t == "tool_end"][0]
+    end = next(d for t, d in rec.events if t == "tool_end")
     assert end["attempts"] == 2
 
 
