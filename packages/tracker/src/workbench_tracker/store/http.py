@@ -171,7 +171,10 @@ class HTTPStore(Store):
         self._request("POST", f"/api/ingest/runs/{self._rid(run_id)}/metrics", json=body)
 
     def metric_keys(self, run_id: str) -> dict[str, dict[str, Any]]:
-        data = self._request("GET", f"/api/runs/{self._rid(run_id)}/metrics")
+        try:
+            data = self._request("GET", f"/api/runs/{self._rid(run_id)}/metrics")
+        except RunNotFoundError:  # same answer as the SQL store: no keys
+            return {}
         keys = data["keys"]
         for info in keys.values():
             info["last_value"] = decode_float(info.get("last_value"))

@@ -1,0 +1,183 @@
+"""One store test suite, run against SQLite, PostgreSQL and HTTP (a real viewer under uvicorn)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytest
+
+from workbench_tracker.store import RunInfo, RunNotFoundError, Store
+
+
+def _run(store: Store, run_id: str, **kw: Any) -> RunInfo:
+    return store.create_run(
+        RunInfo(id=run_id, project=kw.pop("project", "proj"), name=kw.pop("name", run_id), **kw)
+    )
+
+
+def test_created_run_reads_back_with_every_field(store: Store) -> None:
+    _run(
+        store,
+        "r1",
+        config={"lr": 0.1, "model": {"depth": 4}},
+        tags=["a", "b"],
+        notes="hello",
+        environment={"python": {"version": "3.11"}},
+    )
+    got = store.get_run("r1")
+    assert got.project == "proj"
+    assert got.config == {"lr": 0.1, "model": {"depth": 4}}
+    assert got.tags == ["a", "b"]
+    assert got.notes == "hello"
+    assert got.status == "running"
+    assert got.environment["python"]["version"] == "3.11"
+    assert got.created_at is not None and got.created_at.tzinfo is not None
+
+
+def test_duplicate_run_id_is_rejected(store: Store) -> None:
+    _run(store, "dup")
+    with pytest.raises(ValueError, match="id"):
+        _run(store, "dup")
+
+
+def test_missing_run_raises_run_not_found(store: Store) -> None:
+    with pytest.raises(RunNotFoundError):
+        store.get_run("nope")
+    with pytest.raises(RunNotFoundError):
+        store.update_run("nope", status="finished")
+
+
+def test_update_run_changes_status_summary_and_tags(store: Store) -> None:
+    _run(store, "u1", tags=["old"])
+    store.update_run("u1", status="failed", summary={"acc": 0.9}, tags=["new"], error="boom")
+    got = store.get_run("u1")
+    assert (got.status, got.summary, got.tags, got.error) == ("failed", {"acc": 0.9}, ["new"], "boom")
+    runs, total = store.list_runs(tags=["old"])
+    assert total == 0 and runs == []
+    assert [r.id for r in store.list_runs(tags=["new"])[0]] == ["u1"]
+
+
+def test_metrics_round_trip_including_nan_and_inf(store: Store) -> None:
+    _run(store, "m1")
+    now = time.time()
+    values = [0.5, math.nan, math.inf, -math.inf, -1e300, 1e-300, 0.0]
+    store.log_metrics("m1", [("loss", i, v, now + i) for i, v in enumerate(values)])
+    s = store.metric_series("m1", "loss")
+    assert s.steps == list(range(len(values)))
+    assert s.values[0] == 0.5
+    assert math.isnan(s.values[1])
+    assert s.values[2] == math.inf and s.values[3] == -math.inf
+    assert s.values[4:] == [-1e300, 1e-300, 0.0]
+    assert s.times[0] == pytest.approx(now)
+
+
+def test_metric_keys_track_count_and_last_step_across_batches(store: Store) -> None:
+    _run(store, "k1")
+    store.log_metrics("k1", [("a", s, float(s), 0.0) for s in range(5)])
+    store.log_metrics("k1", [("a", s, float(s), 0.0) for s in range(5, 8)] + [("b", 3, 9.0, 0.0)])
+    keys = store.metric_keys("k1")
+    assert set(keys) == {"a", "b"}
+    assert keys["a"]["count"] == 8 and keys["a"]["last_step"] == 7
+    assert keys["a"]["last_value"] == 7.0
+    assert keys["b"]["count"] == 1 and keys["b"]["last_step"] == 3
+
+
+def test_series_step_filters_and_after_step(store: Store) -> None:
+    _run(store, "f1")
+    store.log_metrics("f1", [("x", s, s * 2.0, 0.0) for s in range(100)])
+    assert store.metric_series("f1", "x", min_step=10, max_step=12).steps == [10, 11, 12]
+    tail = store.metric_series("f1", "x", after_step=97)
+    assert tail.steps == [98, 99] and tail.values == [196.0, 198.0]
+    assert len(store.metric_series("f1", "x", limit=5)) == 5
+
+
+def test_downsampled_series_keeps_endpoints_and_spikes(store: Store) -> None:
+    _run(store, "d1")
+    rows = [("y", s, math.sin(s / 100.0), 0.0) for s in range(20_000)]
+    rows[12_345] = ("y", 12_345, 50.0, 0.0)
+    rows[15_000] = ("y", 15_000, math.nan, 0.0)
+    store.log_metrics("d1", rows)
+    for method in ("lttb", "minmax"):
+        s = store.metric_series_downsampled("d1", "y", points=500, method=method)
+        assert 2 <= len(s) <= 600, method
+        assert s.steps[0] == 0 and s.steps[-1] == 19_999
+        assert 12_345 in s.steps, f"{method} lost the spike"
+        assert any(math.isnan(v) for v in s.values), f"{method} lost the NaN"
+        assert s.steps == sorted(s.steps)
+
+
+def test_list_runs_filters_sorts_and_paginates(store: Store) -> None:
+    for i in range(6):
+        _run(
+            store,
+            f"run{i}",
+            project="p1" if i < 4 else "p2",
+            config={"lr": 0.1 if i % 2 else 0.01, "opt": {"name": "adam" if i < 3 else "sgd"}},
+            tags=["even"] if i % 2 == 0 else ["odd"],
+            status="finished" if i < 5 else "running",
+        )
+        time.sleep(0.002)
+    runs, total = store.list_runs(project="p1")
+    assert total == 4 and [r.id for r in runs] == ["run3", "run2", "run1", "run0"]
+    runs, total = store.list_runs(project="p1", sort="created_at", limit=2, offset=1)
+    assert total == 4 and [r.id for r in runs] == ["run1", "run2"]
+    assert {r.id for r in store.list_runs(tags=["odd"])[0]} == {"run1", "run3", "run5"}
+    assert {r.id for r in store.list_runs(status="running")[0]} == {"run5"}
+    runs, total = store.list_runs(config={"lr": "0.1"})
+    assert total == 3 and {r.id for r in runs} == {"run1", "run3", "run5"}
+    assert {r.id for r in store.list_runs(config={"opt.name": "sgd", "lr": 0.01})[0]} == {"run4"}
+    by_lr = [r.id for r in store.list_runs(project="p1", sort="-config.lr")[0]]
+    assert set(by_lr[:2]) == {"run1", "run3"}
+
+
+def test_list_runs_rejects_unknown_sort_field(store: Store) -> None:
+    with pytest.raises(ValueError, match="sort"):
+        store.list_runs(sort="password")
+
+
+def test_projects_count_their_runs(store: Store) -> None:
+    _run(store, "a", project="alpha")
+    _run(store, "b", project="alpha")
+    _run(store, "c", project="beta")
+    counts = {p.name: p.run_count for p in store.list_projects()}
+    assert counts == {"alpha": 2, "beta": 1}
+
+
+def test_media_round_trips_bytes(store: Store) -> None:
+    _run(store, "img")
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    info = store.add_media("img", "samples", 3, png, caption="first", width=2, height=1)
+    listed = store.list_media("img")
+    assert [(m.key, m.step, m.caption) for m in listed] == [("samples", 3, "first")]
+    meta, data = store.get_media(info.id)
+    assert data == png and meta.mime == "image/png"
+    with pytest.raises(KeyError):
+        store.get_media(info.id + 1000)
+
+
+def test_alerts_are_listed_newest_first_per_run_and_project(store: Store) -> None:
+    _run(store, "al1", project="px")
+    _run(store, "al2", project="py")
+    store.add_alert("al1", "nan", "loss is NaN", key="loss", step=4, value=math.nan)
+    store.add_alert("al1", "spike", "loss spiked", key="loss", step=9, value=12.5)
+    store.add_alert("al2", "custom", "hi")
+    alerts = store.list_alerts("al1")
+    assert [a.kind for a in alerts] == ["spike", "nan"]
+    assert alerts[0].value == 12.5 and alerts[0].step == 9
+    assert [a.run_id for a in store.list_alerts(project="py")] == ["al2"]
+    assert len(store.list_alerts()) == 3
+
+
+def test_delete_run_removes_its_metrics(store: Store) -> None:
+    _run(store, "del")
+    store.log_metrics("del", [("x", 0, 1.0, 0.0)])
+    store.delete_run("del")
+    with pytest.raises(RunNotFoundError):
+        store.get_run("del")
+    assert store.metric_keys("del") == {}
+
+
+def test_ping_answers(store: Store) -> None:
+    assert store.ping() is True
