@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from workbench_core.cancel import CancelToken
 
+from workbench_core.cancel import CancelToken
 from workbench_serving.scheduler import (
     BatchScheduler,
     DeadlineExceeded,

@@ -36,6 +36,7 @@ from workbench_serving.scheduler import (
     QueueFull,
     RequestCancelled,
     SchedulerClosed,
+    SchedulerError,
 )
 
 log = logging.getLogger("workbench_serving.errors")
@@ -180,5 +181,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(EngineError, api_error)
+    app.add_exception_handler(SchedulerError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation)
