@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -80,6 +81,53 @@ async def bench_bus(subscribers: int, events: int) -> float:
     return elapsed
 
 
+async def bench_queue_thread(subscribers: int, events: int) -> float:
+    """Publisher in a worker thread: the usual hand-off is call_soon_threadsafe per item."""
+    loop = asyncio.get_running_loop()
+    queues: list[asyncio.Queue[tuple[str, int, str, int]]] = [
+        asyncio.Queue() for _ in range(subscribers)
+    ]
+    consumers = [asyncio.create_task(_consume_queue(q, events)) for q in queues]
+    await asyncio.sleep(0)
+
+    def produce() -> None:
+        for i in range(events):
+            ev = ("topic", i + 1, "step", i)
+            for q in queues:
+                loop.call_soon_threadsafe(q.put_nowait, ev)
+
+    start = time.perf_counter()
+    thread = threading.Thread(target=produce)
+    thread.start()
+    await asyncio.gather(*consumers)
+    elapsed = time.perf_counter() - start
+    thread.join()
+    return elapsed
+
+
+async def bench_bus_thread(subscribers: int, events: int) -> float:
+    """Publisher in a worker thread; the bus wakes a parked reader once per batch."""
+    # Buffers as large as the run: the anchor's queues are unbounded, so no event may drop.
+    bus = EventBus(buffer_size=events, history_size=1024)
+    subs = [bus.subscribe("topic") for _ in range(subscribers)]
+    consumers = [asyncio.create_task(_consume_sub(s, events)) for s in subs]
+    await asyncio.sleep(0)
+
+    def produce() -> None:
+        for i in range(events):
+            bus.publish("topic", "step", i)
+
+    start = time.perf_counter()
+    thread = threading.Thread(target=produce)
+    thread.start()
+    gaps = await asyncio.gather(*consumers)
+    elapsed = time.perf_counter() - start
+    thread.join()
+    if any(gaps):
+        raise SystemExit("benchmark invalid: a subscriber overflowed")
+    return elapsed
+
+
 def best(
     fn: Callable[[int, int], Coroutine[Any, Any, float]], subscribers: int, events: int
 ) -> float:
@@ -89,7 +137,7 @@ def best(
 def main() -> int:
     print("EventBus vs bare asyncio.Queue per subscriber (best of 3, same consumer loop)")
     print(f"{'subscribers':>11} {'events':>7} {'queue dlv/s':>12} {'bus dlv/s':>12} {'ratio':>6}")
-    worst = float("inf")
+    worst = float("inf")  # the goal applies to the same-loop rows
     for subscribers, events in ((1, 100_000), (100, 2_000)):
         deliveries = subscribers * events
         q = best(bench_queue, subscribers, events)
@@ -99,6 +147,15 @@ def main() -> int:
         print(
             f"{subscribers:>11} {events:>7} {deliveries / q:>12,.0f} {deliveries / b:>12,.0f} "
             f"{ratio:>5.2f}x"
+        )
+    print("publisher in a worker thread (anchor: call_soon_threadsafe(queue.put_nowait) per item)")
+    for subscribers, events in ((1, 50_000), (10, 5_000)):
+        deliveries = subscribers * events
+        q = best(bench_queue_thread, subscribers, events)
+        b = best(bench_bus_thread, subscribers, events)
+        print(
+            f"{subscribers:>11} {events:>7} {deliveries / q:>12,.0f} {deliveries / b:>12,.0f} "
+            f"{q / b:>5.2f}x"
         )
     verdict = "meets" if worst >= GOAL else "MISSES"
     print(f"worst ratio {worst:.2f}x {verdict} the goal of >= {GOAL}x the bare queue")
