@@ -26,6 +26,7 @@ import inspect
 import json
 import secrets
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,6 +86,11 @@ class _Row:
         return self.finish_reason is not None
 
 
+_SHARED: weakref.WeakValueDictionary[tuple[str, str | None, str | None], TextEngine] = (
+    weakref.WeakValueDictionary()
+)
+
+
 class TextEngine:
     """A causal language model served for sampling and logprobs, with LoRA adapters.
 
@@ -117,6 +123,14 @@ class TextEngine:
         self._path: Path | str | None = None
         self._logits_to_keep = False
         self._eos_ids: frozenset[int] = frozenset()
+        _SHARED[(self.source, device, dtype)] = self
+
+    @classmethod
+    def find_shared(
+        cls, source: str, device: str | None = None, dtype: str | None = None
+    ) -> TextEngine | None:
+        """The most recently created engine of this model, so training can share its weights."""
+        return _SHARED.get((str(source), device, dtype))
 
     # ------------------------------------------------------------ loading
 
@@ -327,8 +341,27 @@ class TextEngine:
         """
         internal = self._adapters.get(name)
         if internal is None:
+            internal = self._adapter_from_disk(name)
+        if internal is None:
             raise EngineError(f"unknown adapter {name!r}", param="model", status=404)
         return internal
+
+    def _adapter_from_disk(self, name: str) -> str | None:
+        """Open ``"<run_id>:<checkpoint>"`` from the checkpoints directory if it is saved there.
+
+        Lets any text engine of the base model sample a checkpoint saved by a training engine
+        (of this process or an earlier one) by name alone.
+        """
+        run_id, sep, ckpt = name.partition(":")
+        if not sep or not run_id or not ckpt or "/" in name or ".." in name:
+            return None
+        from workbench_serving.engines.training import checkpoints_dir, read_checkpoint
+
+        path = checkpoints_dir() / run_id / ckpt
+        info = read_checkpoint(path) if path.is_dir() else None
+        if info is None:
+            return None
+        return self.load_adapter(name, path)
 
     @contextmanager
     def using_adapter(self, adapter: str | None) -> Iterator[Any]:
