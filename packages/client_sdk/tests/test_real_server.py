@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import threading
+from pathlib import Path
 
 import pytest
-from conftest import FAST, TEXT_MODEL
+from conftest import FAST, SERVED_MODELS, TEXT_MODEL
 
 import workbench_client as wc
 from workbench_client import AsyncWorkbench, ServiceClient, Workbench
@@ -147,3 +150,34 @@ def test_a_blocking_call_on_the_clients_loop_thread_raises_instead_of_deadlockin
 
         with pytest.raises(wc.SyncInAsyncContextError, match=r"deadlock|wait on itself"):
             wb.runner.run(inside(), timeout=30)
+
+
+@pytest.mark.skipif("tiny-sd" not in SERVED_MODELS, reason="test server started without tiny-sd")
+async def test_images_generate_is_seeded_and_decodes_to_png(server: str) -> None:
+    async with AsyncWorkbench(base_url=server, retry_policy=FAST) as wb:
+        a = await wb.images.generate("tiny-sd", "a red square", seed=5, n=2)
+        b = await wb.images.generate("tiny-sd", "a red square", seed=5, n=2)
+    assert len(a.images) == 2 and a.seed == 5
+    assert [i.b64_png for i in a.images] == [i.b64_png for i in b.images]
+    assert base64.b64decode(a.images[0].b64_png)[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(
+    "tiny-qwen-vl" not in SERVED_MODELS, reason="test server started without tiny-qwen-vl"
+)
+def test_vision_accepts_bytes_paths_and_data_urls(server: str, tmp_path: Path) -> None:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(buf, format="PNG")
+    raw = buf.getvalue()
+    path = tmp_path / "g.png"
+    path.write_bytes(raw)
+    url = "data:image/png;base64," + base64.b64encode(raw).decode()
+    with Workbench(base_url=server, retry_policy=FAST) as wb:
+        outs = [
+            wb.vision.generate("tiny-qwen-vl", img, "What is it?", max_tokens=3, temperature=0.0)
+            for img in (raw, path, url)
+        ]
+    assert outs[0].tokens == outs[1].tokens == outs[2].tokens
+    assert outs[0].finish_reason in ("stop", "length")
