@@ -26,7 +26,14 @@ from workbench_serving.engines.base import (
     VisionItem,
     VisionResult,
 )
+from workbench_serving.engines.image import ImageEngine
 from workbench_serving.engines.text import TextEngine, row_seed
+from workbench_serving.engines.training import (
+    TrainingEngine,
+    checkpoint_model_name,
+    checkpoints_dir,
+)
+from workbench_serving.engines.vision import VisionEngine
 
 __all__ = [
     "AdamParams",
@@ -35,6 +42,7 @@ __all__ = [
     "EngineError",
     "EngineKind",
     "ForwardBackwardResult",
+    "ImageEngine",
     "ImageItem",
     "ImageResult",
     "LogprobsItem",
@@ -45,10 +53,14 @@ __all__ = [
     "SampledSequence",
     "TextEngine",
     "TrainingDatum",
+    "TrainingEngine",
     "TrainingOp",
     "TrainingOpKind",
+    "VisionEngine",
     "VisionItem",
     "VisionResult",
+    "checkpoint_model_name",
+    "checkpoints_dir",
     "pick_device",
     "resolve_device",
     "resolve_dtype",
