@@ -210,7 +210,9 @@ class RemoteSession:
         env_prefix = " ".join(f"{k}={quote(v)}" for k, v in env.items())
         port_file = posixpath.join(rdir, "port")
         cmd = (
-            f"cd {quote(rdir)} && {env_prefix} nohup {quote(python)} -m "
+            # Background only the simple command, so $! is the viewer's own pid and the
+            # channel closes at once (the viewer holds none of its stdio).
+            f"cd {quote(rdir)} || exit 1; {env_prefix} nohup {quote(python)} -m "
             f"workbench_tracker.remote._serve --host 127.0.0.1 --port 0 "
             f"--port-file {quote(port_file)} > {quote(rdir)}/viewer.log 2>&1 < /dev/null & "
             "echo $!"
