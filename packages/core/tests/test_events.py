@@ -77,6 +77,18 @@ async def test_slow_subscriber_gets_one_gap_then_newest_and_publisher_never_bloc
     assert [(e.type, e.data) for e in slow.drain()] == [("n", 101)]
 
 
+async def test_per_subscriber_buffer_size_overrides_the_bus_default() -> None:
+    bus = EventBus(buffer_size=2)
+    big = bus.subscribe("t", buffer_size=100)
+    small = bus.subscribe("t")
+    for i in range(10):
+        bus.publish("t", "n", i)
+    assert [e.data for e in big.drain()] == list(range(10))
+    assert [e.type for e in small.drain()] == [GAP, "n", "n"]
+    with pytest.raises(ValueError, match="buffer_size"):
+        bus.subscribe("t", buffer_size=0)
+
+
 async def test_replay_from_last_seq_then_live_events() -> None:
     bus = EventBus()
     for i in range(1, 6):

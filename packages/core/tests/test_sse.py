@@ -266,3 +266,62 @@ async def test_sse_stream_accepts_any_async_iterable_and_pings_without_cancellin
         ("message", "raw"),
     ]
     assert produced == [1]
+
+
+async def test_sse_over_a_real_socket_delivers_events_and_frees_the_subscription_on_disconnect() -> (
+    None
+):
+    # A minimal HTTP/1.1 server on 127.0.0.1 (stdlib only: core depends on no web framework)
+    # streams sse_stream() bytes; the client reads in small odd-sized chunks so frames split
+    # wherever the kernel and the reads fall, and decodes them with aiter_sse.
+    bus = EventBus()
+    server_done = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n")
+        sub = bus.subscribe("t", last_seq=0)
+        stream = sse_stream(sub, heartbeat=0.02)
+        try:
+            async for chunk in stream:
+                writer.write(chunk)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            await stream.aclose()
+            writer.close()
+            server_done.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    bus.publish("t", "token", {"text": "héllo\nwörld"})
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /events HTTP/1.1\r\nhost: x\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while data := await reader.read(7):
+                yield data
+
+        got = []
+        async for ev in aiter_sse(chunks()):
+            got.append(ev)
+            if len(got) == 1:
+                bus.publish("t", "done", {"ok": True})
+            else:
+                break
+        assert [(e.event, e.id, e.json()) for e in got] == [
+            ("token", "1", {"text": "héllo\nwörld"}),
+            ("done", "2", {"ok": True}),
+        ]
+        assert bus.subscriber_count("t") == 1
+        writer.close()
+        await writer.wait_closed()
+        # The next ping hits the closed socket; the server side unsubscribes.
+        await asyncio.wait_for(server_done.wait(), 10)
+        assert bus.subscriber_count("t") == 0
+    finally:
+        server.close()
+        await server.wait_closed()

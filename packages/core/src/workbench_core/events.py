@@ -351,7 +351,9 @@ class EventBus:
                     sub._wake()
         return ev
 
-    def subscribe(self, topic: str, last_seq: int | None = None) -> Subscription:
+    def subscribe(
+        self, topic: str, last_seq: int | None = None, *, buffer_size: int | None = None
+    ) -> Subscription:
         """Subscribe to ``topic``.
 
         Args:
@@ -359,16 +361,21 @@ class EventBus:
             last_seq: replay history after this seq first (0 = all history; the SSE
                 ``Last-Event-ID``); None = only new events. If history no longer reaches back to
                 ``last_seq + 1``, replay begins with a gap event counting the lost ones.
+            buffer_size: this subscriber's bound, instead of the bus default (e.g. a bulk
+                exporter that must not miss anything in a burst).
 
         Returns:
             The subscription. On a closed topic it yields the replay and then ends.
         """
+        size = self.buffer_size if buffer_size is None else buffer_size
+        if size < 1:
+            raise ValueError(f"buffer_size must be >= 1, got {size}")
         with self._lock:
             t = self._get(topic)
             if last_seq is None or last_seq >= t.seq:
-                sub = Subscription(self, t, self.buffer_size, t.seq + 1)
+                sub = Subscription(self, t, size, t.seq + 1)
             else:
-                sub = Subscription(self, t, self.buffer_size, max(last_seq, 0) + 1)
+                sub = Subscription(self, t, size, max(last_seq, 0) + 1)
                 sub._buf.extend(ev for ev in t.history if ev.seq > last_seq)
             if t.closed:
                 sub._closed = True
