@@ -178,3 +178,32 @@ def test_zip_slip_and_corrupt_archives_are_refused(engine, tmp_path):
     not_zip.write_text("hello")
     with pytest.raises(ArchiveError, match="archive"):
         import_archive(engine, not_zip)
+
+
+def test_cli_export_and_import_round_trip(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from workbench_tracker.cli import tracker
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    src_dir = tmp_path / "src"
+    src_dir.mkdir()
+    seed_runs(make_engine(src_dir))
+    src = f"sqlite:///{src_dir / 'tracker.db'}"
+    dst = f"sqlite:///{tmp_path / 'dst.db'}"
+    runner = CliRunner()
+    r = runner.invoke(tracker, ["export", "--store", src, "--project", "proj", "--format",
+                                "archive", "-o", str(tmp_path / "a.zip")])
+    assert r.exit_code == 0, r.output
+    assert "2 runs" in r.output
+    r = runner.invoke(tracker, ["export", "--store", src, "--tag", "odd", "--format", "json",
+                                "-o", str(tmp_path / "odd.json")])
+    assert r.exit_code == 0, r.output
+    assert [x["id"] for x in json.loads((tmp_path / "odd.json").read_text())["runs"]] == ["run1"]
+    r = runner.invoke(tracker, ["import", "--store", dst, str(tmp_path / "a.zip")])
+    assert r.exit_code == 0 and "imported 2 runs" in r.output, r.output
+    r = runner.invoke(tracker, ["import", "--store", dst, str(tmp_path / "a.zip")])
+    assert "imported 0 runs, skipped 2" in r.output
+    r = runner.invoke(tracker, ["export", "--store", src, "--format", "archive",
+                                "-o", str(tmp_path / "b.zip")])
+    assert r.exit_code != 0 and "--project" in r.output

@@ -253,3 +253,44 @@ def test_remote_viewer_through_tunnel_then_reconnect_and_clean_stop(sshd, tmp_pa
     assert list_sessions() == []
     with pytest.raises(httpx.TransportError):
         httpx.get(session.url + "healthz", timeout=2)
+
+
+@pytest.mark.slow
+def test_cli_connect_list_and_stop_from_another_process(sshd, tmp_path):
+    from click.testing import CliRunner
+
+    from workbench_tracker.cli import tracker
+
+    remote_home = tmp_path / "remote-home"
+    remote_home.mkdir()
+    kh = sshd.known_hosts(tmp_path / "kh")
+    runner = CliRunner()
+    refused = runner.invoke(tracker, ["remote", "connect", f"{sshd.user}@127.0.0.1",
+                                      "--port", str(sshd.port), "-i", str(sshd.user_key),
+                                      "--known-hosts", str(tmp_path / "empty_kh"),
+                                      "--no-agent", "--python", sys.executable])
+    assert refused.exit_code != 0 and "--trust-host-key" in refused.output
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from workbench_tracker.cli import tracker; tracker()",
+         "remote", "connect", f"{sshd.user}@127.0.0.1:{sshd.port}", "-i", str(sshd.user_key),
+         "--known-hosts", str(kh), "--no-agent", "--python", sys.executable,
+         "--remote-home", str(remote_home)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "viewer at http://127.0.0.1:" in line, line
+        url = line.split("viewer at ", 1)[1].split()[0]
+        assert httpx.get(url + "healthz", timeout=30).json() == {"status": "ok"}
+        listed = runner.invoke(tracker, ["remote", "list", "--json"])
+        [session] = json.loads(listed.output)
+        assert session["url"] == url and session["owner_pid"] == proc.pid
+        stopped = runner.invoke(tracker, ["remote", "stop", session["id"]])
+        assert stopped.exit_code == 0 and "stopped" in stopped.output, stopped.output
+        assert proc.wait(30) == 0
+        assert not _pid_alive(session["remote_pid"])
+        assert json.loads(runner.invoke(tracker, ["remote", "list", "--json"]).output) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()

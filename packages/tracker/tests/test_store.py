@@ -53,7 +53,12 @@ def test_update_run_changes_status_summary_and_tags(store: Store) -> None:
     _run(store, "u1", tags=["old"])
     store.update_run("u1", status="failed", summary={"acc": 0.9}, tags=["new"], error="boom")
     got = store.get_run("u1")
-    assert (got.status, got.summary, got.tags, got.error) == ("failed", {"acc": 0.9}, ["new"], "boom")
+    assert (got.status, got.summary, got.tags, got.error) == (
+        "failed",
+        {"acc": 0.9},
+        ["new"],
+        "boom",
+    )
     runs, total = store.list_runs(tags=["old"])
     assert total == 0 and runs == []
     assert [r.id for r in store.list_runs(tags=["new"])[0]] == ["u1"]

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Double,
     ForeignKey,
@@ -151,4 +152,6 @@ class Alert(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     value: Mapped[float | None] = mapped_column(Double, nullable=True)
+    # SQLite turns NaN into NULL; this flag tells a NaN value apart from "no value".
+    value_nan: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

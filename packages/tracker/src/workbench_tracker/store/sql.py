@@ -572,6 +572,7 @@ class SQLStore(Store):
                     message=message,
                     step=step,
                     value=None if value is not None and math.isnan(value) else value,
+                    value_nan=value is not None and math.isnan(value),
                     created_at=datetime.now(UTC),
                 )
                 s.add(row)
@@ -589,7 +590,7 @@ class SQLStore(Store):
             row.kind,
             row.message,
             row.step,
-            value if value is not None else row.value,
+            math.nan if row.value_nan else (value if value is not None else row.value),
             _utc(row.created_at),
         )
 
