@@ -192,18 +192,43 @@ def test_cli_export_and_import_round_trip(tmp_path, monkeypatch):
     src = f"sqlite:///{src_dir / 'tracker.db'}"
     dst = f"sqlite:///{tmp_path / 'dst.db'}"
     runner = CliRunner()
-    r = runner.invoke(tracker, ["export", "--store", src, "--project", "proj", "--format",
-                                "archive", "-o", str(tmp_path / "a.zip")])
+    r = runner.invoke(
+        tracker,
+        [
+            "export",
+            "--store",
+            src,
+            "--project",
+            "proj",
+            "--format",
+            "archive",
+            "-o",
+            str(tmp_path / "a.zip"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "2 runs" in r.output
-    r = runner.invoke(tracker, ["export", "--store", src, "--tag", "odd", "--format", "json",
-                                "-o", str(tmp_path / "odd.json")])
+    r = runner.invoke(
+        tracker,
+        [
+            "export",
+            "--store",
+            src,
+            "--tag",
+            "odd",
+            "--format",
+            "json",
+            "-o",
+            str(tmp_path / "odd.json"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert [x["id"] for x in json.loads((tmp_path / "odd.json").read_text())["runs"]] == ["run1"]
     r = runner.invoke(tracker, ["import", "--store", dst, str(tmp_path / "a.zip")])
     assert r.exit_code == 0 and "imported 2 runs" in r.output, r.output
     r = runner.invoke(tracker, ["import", "--store", dst, str(tmp_path / "a.zip")])
     assert "imported 0 runs, skipped 2" in r.output
-    r = runner.invoke(tracker, ["export", "--store", src, "--format", "archive",
-                                "-o", str(tmp_path / "b.zip")])
+    r = runner.invoke(
+        tracker, ["export", "--store", src, "--format", "archive", "-o", str(tmp_path / "b.zip")]
+    )
     assert r.exit_code != 0 and "--project" in r.output

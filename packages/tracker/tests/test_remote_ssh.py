@@ -265,17 +265,46 @@ def test_cli_connect_list_and_stop_from_another_process(sshd, tmp_path):
     remote_home.mkdir()
     kh = sshd.known_hosts(tmp_path / "kh")
     runner = CliRunner()
-    refused = runner.invoke(tracker, ["remote", "connect", f"{sshd.user}@127.0.0.1",
-                                      "--port", str(sshd.port), "-i", str(sshd.user_key),
-                                      "--known-hosts", str(tmp_path / "empty_kh"),
-                                      "--no-agent", "--python", sys.executable])
+    refused = runner.invoke(
+        tracker,
+        [
+            "remote",
+            "connect",
+            f"{sshd.user}@127.0.0.1",
+            "--port",
+            str(sshd.port),
+            "-i",
+            str(sshd.user_key),
+            "--known-hosts",
+            str(tmp_path / "empty_kh"),
+            "--no-agent",
+            "--python",
+            sys.executable,
+        ],
+    )
     assert refused.exit_code != 0 and "--trust-host-key" in refused.output
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from workbench_tracker.cli import tracker; tracker()",
-         "remote", "connect", f"{sshd.user}@127.0.0.1:{sshd.port}", "-i", str(sshd.user_key),
-         "--known-hosts", str(kh), "--no-agent", "--python", sys.executable,
-         "--remote-home", str(remote_home)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+        [
+            sys.executable,
+            "-c",
+            "from workbench_tracker.cli import tracker; tracker()",
+            "remote",
+            "connect",
+            f"{sshd.user}@127.0.0.1:{sshd.port}",
+            "-i",
+            str(sshd.user_key),
+            "--known-hosts",
+            str(kh),
+            "--no-agent",
+            "--python",
+            sys.executable,
+            "--remote-home",
+            str(remote_home),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ),
     )
     try:
         assert proc.stdout is not None
