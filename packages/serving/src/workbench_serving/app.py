@@ -62,12 +62,13 @@ def build_engine(kind: str, name: str, device: str, dtype: str) -> Any:
     raise ValueError(f"unknown model kind {kind!r} for {name!r}")
 
 
-def build_training_engine(name: str, device: str, dtype: str) -> Any:
+def build_training_engine(name: str, device: str, dtype: str, text_engine: Any = None) -> Any:
+    """The LoRA training engine; shares the served text engine's base weights when given."""
     from workbench_serving.engines.training import TrainingEngine
 
     dev = None if device == "auto" else device
     dt = None if dtype == "auto" else dtype
-    return TrainingEngine(name, device=dev, dtype=dt)
+    return TrainingEngine(name, device=dev, dtype=dt, text_engine=text_engine)
 
 
 def _device_of(engine: Any, fallback: str) -> str:
@@ -111,7 +112,9 @@ def _register(st: ServingState, engines: list[tuple[str, Any]] | None) -> None:
         sched = st.make_scheduler(engine, _device_of(engine, s.device))
         st.models[engine.name] = ServedModel(engine.name, kind, engine, sched)
     for name in s.training_models[:1]:
-        engine = build_training_engine(name, s.device, s.dtype)
+        host = st.models.get(name)
+        text_engine = host.engine if host is not None and host.kind == "text" else None
+        engine = build_training_engine(name, s.device, s.dtype, text_engine)
         sched = st.make_scheduler(engine, _device_of(engine, s.device))
         st.training = ServedModel(name, "training", engine, sched)
 
