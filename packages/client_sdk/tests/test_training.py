@@ -1,0 +1,116 @@
+"""TrainingClient against the real server: ordered steps, checkpoints, sampling from weights,
+state save/load, and the tracker hook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import FAST, TEXT_MODEL, TRAINING_MODELS
+
+import workbench_client as wc
+from workbench_client import ServiceClient, TrainingClient
+from workbench_client.types import AdamParams, Datum, ModelInput, SamplingParams
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not TRAINING_MODELS, reason="the test server was started without training"),
+]
+
+
+@pytest.fixture(scope="module")
+def service(server: str) -> ServiceClient:
+    return ServiceClient(base_url=server, retry_policy=FAST)
+
+
+def _datum(training: TrainingClient, text: str) -> Datum:
+    ids = training.get_tokenizer().encode(text)
+    return Datum(
+        model_input=ModelInput.from_ints(ids[:-1]),
+        loss_fn_inputs={"target_tokens": ids[1:], "weights": [1.0] * (len(ids) - 1)},
+    )
+
+
+class RecordingRun:
+    """Stands in for a tracker run: the hook's only contract is ``log(dict, step=...)``."""
+
+    def __init__(self) -> None:
+        self.logged: list[tuple[dict[str, float], int]] = []
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.logged.append((dict(metrics), int(step or 0)))
+
+
+def test_steps_submitted_back_to_back_apply_in_order_and_lower_the_loss(
+    service: ServiceClient,
+) -> None:
+    run = RecordingRun()
+    training = service.create_lora_training_client(TEXT_MODEL, rank=4, seed=7, tracker_run=run)
+    datum = _datum(training, "hello world hello world hello world")
+    futures: list[Any] = []
+    for _ in range(4):  # nothing awaited until the end: ordering is the client's job
+        futures.append(training.forward_backward([datum], "cross_entropy"))
+        futures.append(training.optim_step(AdamParams(learning_rate=5e-2)))
+    results = [f.result(timeout=300) for f in futures]
+    losses = [r.loss for r in results[0::2]]
+    steps = [r.step for r in results[1::2]]
+    assert steps == [1, 2, 3, 4]
+    assert losses[-1] < losses[0]
+    assert training.get_info().step == 4
+    # The tracker hook logged each step's loss and learning rate at that step.
+    assert [s for _, s in run.logged] == [1, 2, 3, 4]
+    assert [m["loss"] for m, _ in run.logged] == pytest.approx(losses)
+    assert all(m["learning_rate"] == 5e-2 for m, _ in run.logged)
+
+
+async def test_async_variants_return_awaitable_futures(service: ServiceClient) -> None:
+    training = await service.create_lora_training_client_async(TEXT_MODEL, rank=4, seed=1)
+    datum = _datum(training, "async training works")
+    fb = await training.forward_backward_async([datum])
+    st = await training.optim_step_async(AdamParams(learning_rate=1e-2))
+    assert (await fb).loss > 0
+    assert (await st.result_async(timeout=300)).step == 1
+
+
+def test_saved_weights_can_be_sampled_and_listed(service: ServiceClient) -> None:
+    training = service.create_lora_training_client(TEXT_MODEL, rank=4, seed=3)
+    datum = _datum(training, "sample from me")
+    training.forward_backward([datum]).result(timeout=300)
+    training.optim_step(AdamParams(learning_rate=1e-2)).result(timeout=300)
+    sampler = training.save_weights_and_get_sampling_client("w1")
+    out = sampler.sample("sample", 2, SamplingParams(max_tokens=3, seed=0)).result(timeout=300)
+    assert len(out.sequences) == 2
+    names = [c.name for c in training.list_checkpoints().result(timeout=60)]
+    assert "w1" in names
+    # The sampler's model is usable from a fresh ServiceClient too.
+    again = service.create_sampling_client(model_path=sampler.model)
+    assert len(again.sample("x", 1, {"max_tokens": 2}).result(timeout=300).sequences) == 1
+
+
+def test_save_and_load_state_restores_the_step(service: ServiceClient) -> None:
+    training = service.create_lora_training_client(TEXT_MODEL, rank=4, seed=5)
+    datum = _datum(training, "state round trip")
+    training.forward_backward([datum])
+    training.optim_step(AdamParams(learning_rate=1e-2))
+    saved = training.save_state("s1").result(timeout=300)
+    assert saved.kind == "state" and saved.step == 1
+    training.forward_backward([datum])
+    training.optim_step(AdamParams(learning_rate=1e-2)).result(timeout=300)
+    loaded = training.load_state("s1").result(timeout=300)
+    assert loaded.step == 1
+
+
+def test_unknown_run_is_a_not_found_error(server: str) -> None:
+    with wc.Workbench(base_url=server, retry_policy=FAST) as wb, pytest.raises(wc.NotFoundError):
+        wb.training.get_run("no-such-run")
+
+
+def test_a_datum_with_mismatched_lengths_is_a_4xx_naming_the_field(
+    service: ServiceClient,
+) -> None:
+    training = service.create_lora_training_client(TEXT_MODEL, rank=4, seed=9)
+    bad = Datum(model_input=ModelInput.from_ints([1, 2, 3]), loss_fn_inputs={"target_tokens": [1]})
+    with pytest.raises(wc.APIStatusError) as info:
+        training.forward_backward([bad]).result(timeout=60)
+    assert 400 <= info.value.status_code < 500
+    assert info.value.param and "data" in info.value.param
