@@ -188,15 +188,17 @@ class SQLStore(Store):
             import workbench_tracker.artifacts.schema  # noqa: F401
 
         def create() -> None:
-            try:
-                Base.metadata.create_all(self.engine)
-            except (OperationalError, IntegrityError) as exc:
-                # Another process created the same table between check and CREATE.
-                if "already exists" not in str(exc) and not _is_locked(exc):
-                    raise
-                if _is_locked(exc):
-                    raise
-                Base.metadata.create_all(self.engine)
+            # Several processes opening a fresh database race between create_all's "does the
+            # table exist" check and its CREATE; the loser sees "already exists" and simply
+            # checks again (each round, at least one more table is known to exist).
+            for _ in range(20):
+                try:
+                    Base.metadata.create_all(self.engine)
+                    return
+                except OperationalError as exc:
+                    if "already exists" not in str(exc):
+                        raise
+            Base.metadata.create_all(self.engine)
 
         self._retry(create)
 
