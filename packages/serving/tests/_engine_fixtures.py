@@ -7,14 +7,27 @@ session temp dirs when they are unset, so presets are built once per session.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def text_engine() -> object:
+def quiet_torch() -> None:
+    """One intra-op thread: the tiny models are all sync overhead, and CI's 2 cores are shared.
+
+    Measured here: a tiny-llama forward pass takes ~12 ms on one thread and 150-400 ms on two
+    when other processes keep the cores busy.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def text_engine() -> Any:
     from workbench_serving.engines.text import TextEngine
 
+    quiet_torch()
     engine = TextEngine("tiny-llama", device="cpu", dtype="float32")
     engine.load()
     return engine

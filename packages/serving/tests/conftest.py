@@ -22,11 +22,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-import importlib.util
-
-TRAINING = ["tiny-llama"] if importlib.util.find_spec("workbench_serving.engines.training") else []
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -125,7 +120,7 @@ def server(_workbench_home: Path) -> Iterator[RunningServer]:
     settings = ServingSettings(
         host="127.0.0.1",
         models=["tiny-llama", "tiny-sd", "tiny-qwen-vl"],
-        training_models=TRAINING,
+        training_models=["tiny-llama"],
         api_keys=[],
         device="cpu",
         dtype="float32",
