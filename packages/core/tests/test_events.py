@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 
 import pytest
 
@@ -181,6 +183,20 @@ async def test_aclose_unsubscribes_and_ends_iteration() -> None:
     assert bus.subscriber_count("t") == 0
     bus.publish("t", "n", 1)
     assert [e async for e in sub] == []
+
+
+async def test_subscription_dropped_without_close_stops_receiving_and_is_freed() -> None:
+    # e.g. a streaming response whose generator never started because the client left first.
+    bus = EventBus()
+    kept = bus.subscribe("t")
+    dropped = bus.subscribe("t")
+    ref = weakref.ref(dropped)
+    del dropped
+    gc.collect()
+    assert ref() is None
+    bus.publish("t", "n", 1)
+    assert bus.subscriber_count("t") == 1
+    assert [e.data for e in kept.drain()] == [1]
 
 
 async def test_async_context_manager_unsubscribes() -> None:

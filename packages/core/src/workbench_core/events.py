@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -73,14 +74,30 @@ class _Topic:
     history: deque[Event]
     seq: int = 0
     closed: bool = False
-    # Copy-on-write tuples so publish iterates without copying: the subscriptions, their
-    # buffers (what publish appends to) and the ones currently parked waiting for an event.
-    subscribers: tuple[Subscription, ...] = ()
+    # Copy-on-write tuples so publish iterates without copying: the subscriptions (weakly, so
+    # one that is dropped without close() - a response generator that never started - does not
+    # stay subscribed forever), their buffers (what publish appends to) and the ones currently
+    # parked waiting for an event.
+    subscribers: tuple[weakref.ref[Subscription], ...] = ()
     buffers: tuple[deque[Event], ...] = ()
     waiting: set[Subscription] = field(default_factory=set)
+    # Set from a weakref callback (any thread, possibly inside publish): never take the lock
+    # there, just flag; the next locked operation prunes.
+    dirty: bool = False
+
+    def mark_dirty(self, _ref: object) -> None:
+        self.dirty = True
+
+    def prune(self) -> None:
+        """Drop subscriptions that were garbage-collected; call with the bus lock held."""
+        live = [(r, sub) for r in self.subscribers if (sub := r()) is not None]
+        self.subscribers = tuple(r for r, _ in live)
+        self.buffers = tuple(sub._buf for _, sub in live)
+        self.dirty = False
 
 
 _new_event = tuple.__new__
+_now = time.time
 
 
 class Subscription:
@@ -97,6 +114,7 @@ class Subscription:
     """
 
     __slots__ = (
+        "__weakref__",
         "_buf",
         "_bus",
         "_closed",
@@ -334,21 +352,28 @@ class EventBus:
         Returns:
             The event, with its sequence number.
         """
-        with self._lock:
+        # acquire/release rather than ``with``: measurably cheaper on this hot path.
+        lock = self._lock
+        lock.acquire()
+        try:
             t = self._topics.get(topic)
             if t is None:
                 t = self._get(topic)
             elif t.closed:
                 t.closed = False
                 self._closed.pop(topic, None)
+            if t.dirty:
+                t.prune()
             seq = t.seq = t.seq + 1
-            ev = _new_event(Event, (topic, seq, type, time.time(), data))
+            ev = _new_event(Event, (topic, seq, type, _now(), data))
             t.history.append(ev)
             for buf in t.buffers:
                 buf.append(ev)  # a full deque drops its oldest; the reader reports the gap
             if t.waiting:
                 for sub in tuple(t.waiting):
                     sub._wake()
+        finally:
+            lock.release()
         return ev
 
     def subscribe(
@@ -380,16 +405,18 @@ class EventBus:
             if t.closed:
                 sub._closed = True
             else:
-                t.subscribers = (*t.subscribers, sub)
+                if t.dirty:
+                    t.prune()
+                t.subscribers = (*t.subscribers, weakref.ref(sub, t.mark_dirty))
                 t.buffers = (*t.buffers, sub._buf)
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
             t = sub._topic
-            if sub in t.subscribers:
-                t.subscribers = tuple(s for s in t.subscribers if s is not sub)
-                t.buffers = tuple(s._buf for s in t.subscribers)
+            if any(r() is sub for r in t.subscribers):
+                t.subscribers = tuple(r for r in t.subscribers if r() is not sub)
+                t.prune()
             sub._end()
             if not t.subscribers and not t.history and not t.closed:
                 if self._topics.get(t.name) is t:
@@ -406,9 +433,11 @@ class EventBus:
             if t is None or t.closed:
                 return
             t.closed = True
-            subs, t.subscribers, t.buffers = t.subscribers, (), ()
-            for sub in subs:
-                sub._end()
+            refs, t.subscribers, t.buffers = t.subscribers, (), ()
+            for ref in refs:
+                sub = ref()
+                if sub is not None:
+                    sub._end()
             self._closed[topic] = None
             while len(self._closed) > self.closed_topics:
                 old, _ = self._closed.popitem(last=False)
@@ -443,7 +472,10 @@ class EventBus:
         """How many live subscribers ``topic`` has."""
         with self._lock:
             t = self._topics.get(topic)
-            return len(t.subscribers) if t is not None else 0
+            if t is None:
+                return 0
+            t.prune()
+            return len(t.subscribers)
 
     def topics(self) -> list[str]:
         """Names of all known topics (open and remembered closed ones)."""
