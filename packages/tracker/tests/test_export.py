@@ -72,6 +72,7 @@ def test_tensorboard_export_reads_back_with_event_accumulator(engine, tmp_path):
     assert loss[3].value == pytest.approx(1.0 / 4 + 1)
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_from_summary_writer_import_as_runs_once(tmp_path, monkeypatch):
     from tensorboardX import SummaryWriter
 
