@@ -136,7 +136,13 @@ class ChartSet {
   append(key, label, s) {
     const e = this.ensure(key);
     const cur = e.series.get(label) || { steps: [], values: [], times: [] };
-    cur.steps.push(...s.steps); cur.values.push(...s.values.map(num)); cur.times.push(...(s.times || []));
+    // Points at or before the last step held are already drawn (a reconnect may resend them).
+    const lastStep = cur.steps.length ? cur.steps[cur.steps.length - 1] : -Infinity;
+    for (let i = 0; i < s.steps.length; i++) {
+      if (s.steps[i] <= lastStep) continue;
+      cur.steps.push(s.steps[i]); cur.values.push(num(s.values[i]));
+      if (s.times && s.times.length) cur.times.push(s.times[i]);
+    }
     e.series.set(label, cur);
     this.schedule(key);
   }

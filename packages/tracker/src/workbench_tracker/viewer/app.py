@@ -501,6 +501,7 @@ def create_app(store: Store | str | None = None, *, poll_interval: float = 0.5) 
         status = info.status
         await ws.send_json({"type": "status", "status": status})
         follow_all = True
+        first_message = asyncio.Event()
 
         async def receive() -> None:
             nonlocal follow_all
@@ -511,8 +512,12 @@ def create_app(store: Store | str | None = None, *, poll_interval: float = 0.5) 
                         if isinstance(k, str) and isinstance(v, int):
                             after[k] = v
                     follow_all = bool(msg.get("all", True))
+                first_message.set()
 
         reader = asyncio.create_task(receive())
+        # Give the client a moment to say where it resumes before the first push.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(first_message.wait(), 0.5)
         try:
             while not reader.done():
                 keys = await asyncio.to_thread(st.metric_keys, run_id)

@@ -1,0 +1,109 @@
+"""The web UI in a real headless Chromium (Debian's /usr/bin/chromium via Playwright)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pytest
+
+import workbench_tracker as wt
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed"),
+]
+
+
+@pytest.fixture
+def page() -> Any:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield pg
+        browser.close()
+        assert not errors, errors
+
+
+def test_runs_table_run_page_and_live_chart_update(viewer: Any, page: Any) -> None:
+    server, store = viewer
+    run = wt.init(
+        project="ui",
+        name="browser-run",
+        config={"lr": 0.3},
+        tags=["web"],
+        store=store,
+        flush_interval=0.05,
+    )
+    for s in range(10):
+        run.log({"loss": 1.0 / (s + 1)})
+    run.flush()
+
+    page.goto(server.url + "/")
+    page.wait_for_selector(f'tr[data-run-id="{run.id}"]')
+    assert "browser-run" in page.inner_text("#runs")
+    page.fill("#f-config", "lr=0.9")
+    page.click("#filters button[type=submit]")
+    page.wait_for_selector("text=no runs match")
+    page.fill("#f-config", "lr=0.3")
+    page.click("#filters button[type=submit]")
+    page.click(f'tr[data-run-id="{run.id}"] a')
+
+    page.wait_for_selector('.card[data-key="loss"][data-points="10"]')
+    page.wait_for_selector('.card[data-key="loss"] .main-svg')  # plotly rendered the chart
+    assert page.inner_text("#run-title") == "browser-run"
+    assert "lr" in page.inner_text("#config")
+    page.wait_for_selector("#live:has-text('live')")
+
+    for s in range(10, 25):
+        run.log({"loss": 1.0 / (s + 1)})
+    run.flush()
+    page.wait_for_selector('.card[data-key="loss"][data-points="25"]', timeout=15_000)
+    n = page.evaluate(
+        "() => document.querySelector('.card[data-key=\"loss\"] .chart').data[0].x.length"
+    )
+    assert n == 25
+
+    run.alert("spike", "loss jumped", key="loss", step=24)
+    run.finish()
+    page.wait_for_selector("#run-status:has-text('finished')", timeout=15_000)
+    page.wait_for_selector(".alert:has-text('loss jumped')", timeout=15_000)
+    page.check("#logy")
+    page.fill("#smoothing", "0.6")
+    page.dispatch_event("#smoothing", "input")
+    time.sleep(0.2)
+    assert (
+        page.evaluate(
+            "() => document.querySelector('.card[data-key=\"loss\"] .chart').layout.yaxis.type"
+        )
+        == "log"
+    )
+
+
+def test_compare_page_shows_config_diff(viewer: Any, page: Any) -> None:
+    server, store = viewer
+    ids = []
+    for lr in (0.1, 0.2):
+        with wt.init(project="cmp", config={"lr": lr, "same": 1}, store=store) as r:
+            r.log({"loss": lr})
+        ids.append(r.id)
+    page.goto(f"{server.url}/compare.html?runs={','.join(ids)}")
+    page.wait_for_selector("#diff tbody tr th:has-text('lr')")
+    assert "same" not in page.inner_text("#diff tbody")
+    page.wait_for_selector('.card[data-key="loss"][data-points="2"]')
