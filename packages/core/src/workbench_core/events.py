@@ -212,37 +212,40 @@ class Subscription:
         if ev is not None:
             return ev
         lock = self._bus._lock
-        handle: asyncio.TimerHandle | None = None
-        try:
-            while True:
-                with lock:
-                    # Checked again under the lock: a publish between the first look and here
-                    # must not be missed (it would wake nobody).
-                    ev = self._take()
-                    if ev is not None:
-                        return ev
-                    if self._closed:
-                        raise StopAsyncIteration
-                    loop = self._bind()
-                    fut: asyncio.Future[bool] = loop.create_future()
-                    self._waiter = fut
-                    self._topic.waiting.add(self)
-                if timeout is not None and handle is None:
-                    if timeout <= 0:
-                        self._unpark(fut)
-                        return None
-                    handle = loop.call_later(timeout, _timeout, fut)
-                try:
-                    timed_out = await fut
-                except BaseException:
-                    self._unpark(fut)
-                    raise
-                if timed_out:
+        deadline: float | None = None
+        while True:
+            with lock:
+                # Checked again under the lock: a publish between the first look and here must
+                # not be missed (it would wake nobody).
+                ev = self._take()
+                if ev is not None:
+                    return ev
+                if self._closed:
+                    raise StopAsyncIteration
+                loop = self._bind()
+                fut: asyncio.Future[bool] = loop.create_future()
+                self._waiter = fut
+                self._topic.waiting.add(self)
+            handle: asyncio.TimerHandle | None = None
+            if timeout is not None:
+                if deadline is None:
+                    deadline = loop.time() + timeout
+                remaining = deadline - loop.time()
+                if remaining <= 0:
                     self._unpark(fut)
                     return self._take()
-        finally:
-            if handle is not None:
-                handle.cancel()
+                handle = loop.call_later(remaining, _timeout, fut)
+            try:
+                timed_out = await fut
+            except BaseException:
+                self._unpark(fut)
+                raise
+            finally:
+                if handle is not None:
+                    handle.cancel()
+            if timed_out:
+                self._unpark(fut)
+                return self._take()
 
     def _unpark(self, fut: asyncio.Future[bool]) -> None:
         with self._bus._lock:
