@@ -31,3 +31,21 @@ def text_engine() -> Any:
     engine = TextEngine("tiny-llama", device="cpu", dtype="float32")
     engine.load()
     return engine
+
+
+def image_engine() -> Any:
+    from workbench_serving.engines.image import ImageEngine
+
+    quiet_torch()
+    engine = ImageEngine("tiny-sd", device="cpu", dtype="float32")
+    engine.load()
+    return engine
+
+
+def vision_engine() -> Any:
+    from workbench_serving.engines.vision import VisionEngine
+
+    quiet_torch()
+    engine = VisionEngine("tiny-qwen-vl", device="cpu", dtype="float32")
+    engine.load()
+    return engine
