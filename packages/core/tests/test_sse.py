@@ -163,6 +163,14 @@ def test_multibyte_utf8_split_across_chunks() -> None:
     assert got == [ServerSentEvent("héllo ✓")]
 
 
+def test_huge_data_line_in_many_small_chunks_arrives_whole() -> None:
+    payload = "x" * 200_000
+    wire = encode(payload, event="image")
+    decoder = SSEDecoder()
+    got = [ev for i in range(0, len(wire), 1000) for ev in decoder.feed(wire[i : i + 1000])]
+    assert len(got) == 1 and got[0].data == payload and got[0].event == "image"
+
+
 def test_leading_bom_is_stripped_only_once() -> None:
     decoder = SSEDecoder()
     assert decoder.feed("\ufeffdata: a\n\n".encode()) == [ServerSentEvent("a")]

@@ -143,7 +143,7 @@ class SSEDecoder:
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buf = ""
+        self._buf: list[str] = []
         self._started = False
         self._skip_lf = False
         self._data: list[str] = []
@@ -166,18 +166,26 @@ class SSEDecoder:
             self._skip_lf = False
             if text.startswith("\n"):
                 text = text[1:]
-        buf = self._buf + text
+        # Only the new text is scanned; an unfinished line waits as a list of pieces, so a huge
+        # data line arriving in many chunks (a base64 image) costs linear, not quadratic, time.
         out: list[ServerSentEvent] = []
         pos = 0
-        for m in _LINE_END.finditer(buf):
+        size = len(text)
+        for m in _LINE_END.finditer(text):
             end = m.end()
-            if m.group() == "\r" and end == len(buf):
+            if end == size and m.group() == "\r":
                 # A CR at the very end may be the first half of CRLF: take the line now and drop
                 # a LF that starts the next chunk.
                 self._skip_lf = True
-            self._line(buf[pos : m.start()], out)
+            line = text[pos : m.start()]
+            if self._buf:
+                self._buf.append(line)
+                line = "".join(self._buf)
+                self._buf = []
+            self._line(line, out)
             pos = end
-        self._buf = buf[pos:]
+        if pos < size:
+            self._buf.append(text[pos:])
         return out
 
     def _line(self, line: str, out: list[ServerSentEvent]) -> None:
@@ -218,7 +226,7 @@ class SSEDecoder:
         """End of stream: per the spec an unterminated event is discarded, so this only resets
         state and returns no events (present so callers need not know that rule)."""
         self._decoder.decode(b"", final=True)
-        self._buf = ""
+        self._buf = []
         self._data = []
         self._has_data = False
         self._event = ""
