@@ -44,6 +44,10 @@ _EXPORTS: dict[str, str] = {
     "ToolTimeout": "._tools",
     "tool": "._tools",
     "builtin_registry": "._builtin",
+    "WorkbenchTools": "._builtin",
+    "TrackerRunObserver": "._tracking",
+    "tracker_observer": "._tracking",
+    "RunObserver": "._runtime",
     # loop and runtime
     "ActionParseError": "._loop",
     "RunResult": "._loop",
@@ -73,6 +77,7 @@ __all__ = [
     "RetryableToolError",
     "RunConflict",
     "RunHandle",
+    "RunObserver",
     "RunResult",
     "ScriptExhausted",
     "ScriptedLLM",
@@ -90,7 +95,9 @@ __all__ = [
     "ToolSchema",
     "ToolSpec",
     "ToolTimeout",
+    "TrackerRunObserver",
     "Usage",
+    "WorkbenchTools",
     "__version__",
     "builtin_registry",
     "cancel_scope",
@@ -99,6 +106,7 @@ __all__ = [
     "parse_action",
     "run_agent",
     "tool",
+    "tracker_observer",
 ]
 
 
@@ -116,7 +124,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from ._builtin import builtin_registry
+    from ._builtin import WorkbenchTools, builtin_registry
     from ._cancel import cancel_scope
     from ._gemini import GeminiLLM
     from ._loop import ActionParseError, RunResult, parse_action, run_agent
@@ -135,6 +143,7 @@ if TYPE_CHECKING:
         AgentSettings,
         RunConflict,
         RunHandle,
+        RunObserver,
         Session,
         SessionNotFound,
         TaskManager,
@@ -153,4 +162,5 @@ if TYPE_CHECKING:
         ToolTimeout,
         tool,
     )
+    from ._tracking import TrackerRunObserver, tracker_observer
     from .app import create_app
