@@ -55,7 +55,8 @@ async def test_sample_text_generate_image_and_describe_it(
     img = await call(runner, "generate_image", prompt="a red cube", seed=3)
     path = Path(img["path"])
     assert path.parent == tmp_path / "images"
-    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    png = await asyncio.to_thread(path.read_bytes)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
     desc = await call(runner, "describe_image", image=str(path), max_tokens=4)
     assert isinstance(desc["text"], str) and desc["finish_reason"] in ("length", "stop")
 
