@@ -14,8 +14,15 @@ from workbench_tracker.store.sql import SQLStore
 from workbench_tracker.viewer import create_app
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.browser,
@@ -51,7 +58,9 @@ def test_artifacts_page_lists_versions_and_draws_lineage(tmp_path: Path, page: A
         page.goto(server.url + "/artifacts.html?project=ui")
         page.wait_for_selector('#a-list tr[data-name="dataset"]')
         page.wait_for_selector("#lineage svg g.node")
-        nodes = page.eval_on_selector_all("#lineage svg g.node", "els => els.map(e => e.dataset.id)")
+        nodes = page.eval_on_selector_all(
+            "#lineage svg g.node", "els => els.map(e => e.dataset.id)"
+        )
         assert {f"run:{prep.id}", f"run:{train.id}", "artifact:dataset:v1"} <= set(nodes)
         assert page.locator("#lineage svg path.edge.used").count() == 1
         page.click('#a-list tr[data-name="dataset"]')

@@ -127,3 +127,51 @@ def test_webhook_posts_alert_json_to_a_real_http_receiver():
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_monitors_on_a_real_run_store_alerts_in_the_tracker_store(tmp_path):
+    import workbench_tracker as wt
+    from workbench_tracker.store.sql import SQLStore
+
+    store = SQLStore(f"sqlite:///{tmp_path / 'tracker.db'}")
+    run = wt.init(project="p", store=store, capture_env=False)
+    attach_monitors(run, {"loss": {"nan": True, "divergence": {"patience": 3, "warmup": 0}}})
+    for v in [1.0, 0.5, 0.4, 5.0, 6.0, 7.0, math.nan]:
+        run.log({"loss": v})
+    run.finish()
+    alerts = store.list_alerts(run.id)
+    assert sorted((a.kind, a.step) for a in alerts) == [("divergence", 5), ("nan", 6)]
+    assert all(a.key == "loss" for a in alerts)
+    store.close()
+
+
+@pytest.mark.slow
+def test_alerts_from_a_training_run_are_pushed_live_over_sse(tmp_path):
+    import httpx
+    from _extras_fixtures import LiveServer
+
+    import workbench_tracker as wt
+    from workbench_core.sse import SSEDecoder
+    from workbench_tracker.store.sql import SQLStore
+    from workbench_tracker.viewer import create_app
+
+    store = SQLStore(f"sqlite:///{tmp_path / 'tracker.db'}")
+    run = wt.init(project="p", store=store, capture_env=False)
+    attach_monitors(run, {"loss": {"nan": True}})
+    with LiveServer(create_app(store)) as server, httpx.Client(timeout=30) as client:
+        with client.stream(
+            "GET", server.url + "/api/alerts/stream", params={"run_id": run.id, "poll": 0.05}
+        ) as resp:
+            assert resp.status_code == 200
+            run.log({"loss": 1.0})
+            run.log({"loss": math.nan})
+            decoder = SSEDecoder()
+            got = []
+            for chunk in resp.iter_bytes():
+                got += [e for e in decoder.feed(chunk) if e.event == "alert"]
+                if got:
+                    break
+    alert = got[0].json()
+    assert alert["kind"] == "nan" and alert["run_id"] == run.id and alert["step"] == 1
+    run.finish()
+    store.close()

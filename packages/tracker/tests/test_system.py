@@ -65,3 +65,23 @@ def test_system_module_never_imports_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_system_metrics_on_a_real_run_land_in_the_store_and_stop_at_finish(tmp_path):
+    import workbench_tracker as wt
+    from workbench_tracker.store.sql import SQLStore
+
+    store = SQLStore(f"sqlite:///{tmp_path / 'tracker.db'}")
+    run = wt.init(project="p", store=store, capture_env=False, flush_interval=0.05)
+    sampler = attach_system_metrics(run, interval=0.05, gpu=False)
+    deadline = time.monotonic() + 20
+    while sampler.samples < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run.log({"loss": 1.0})
+    run.finish()
+    assert not sampler.running
+    keys = store.metric_keys(run.id)
+    assert "system/cpu_percent" in keys and "system/memory_percent" in keys
+    assert keys["system/cpu_percent"]["count"] >= 3
+    assert "loss" in keys
+    store.close()

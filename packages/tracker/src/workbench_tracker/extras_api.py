@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from workbench_tracker.paths import UnsafePathError, safe_join, validate_name, workbench_home
@@ -193,6 +193,52 @@ def lineage(
         if artifact is not None and project is None:
             raise UnsafePathError("project", "is required with artifact")
         return dict(_artifacts(request).lineage(project, run_id=run_id, ref=artifact))
+
+
+# -- live alerts --------------------------------------------------------------------------------
+@router.get("/alerts/stream")
+async def alerts_stream(
+    request: Request,
+    run_id: str | None = None,
+    project: str | None = None,
+    last_id: int | None = Query(default=None, ge=0),
+    poll: float = Query(default=0.5, ge=0.05, le=10),
+) -> StreamingResponse:
+    """Server-sent events: each new alert (``event: alert``, ``id`` = alert id) as it is stored.
+
+    Monitors in a training process write alerts to the store; this stream polls the store, so
+    it pushes alerts live across processes. Reconnecting clients send ``Last-Event-ID``.
+    """
+    import asyncio
+
+    from workbench_core.sse import encode, encode_comment
+
+    store = request.app.state.store
+    header = request.headers.get("last-event-id")
+    start = last_id if last_id is not None else int(header) if header and header.isdigit() else None
+    if start is None:  # only alerts raised from now on
+        existing = await asyncio.to_thread(store.list_alerts, run_id, project=project, limit=1)
+        start = existing[0].id if existing else 0
+
+    async def events() -> Any:
+        seen = start
+        idle = 0.0
+        yield encode_comment("alerts")
+        while not await request.is_disconnected():
+            alerts = await asyncio.to_thread(store.list_alerts, run_id, project=project, limit=1000)
+            fresh = sorted((a for a in alerts if a.id > seen), key=lambda a: a.id)
+            for a in fresh:
+                seen = a.id
+                yield encode(a.to_dict(), event="alert", id=str(a.id))
+            idle = 0.0 if fresh else idle + poll
+            if idle >= 15:
+                idle = 0.0
+                yield encode_comment("ping")
+            await asyncio.sleep(poll)
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 # -- export / import ----------------------------------------------------------------------------

@@ -414,7 +414,7 @@ def _store_sink(run: Any) -> AlertSink | None:
             alert.message,
             key=alert.key,
             step=alert.step,
-            value=alert.value if math.isfinite(alert.value) else None,
+            value=alert.value,  # the store encodes NaN/Inf faithfully
         )
 
     return sink
@@ -451,12 +451,30 @@ def attach_monitors(
         original = run.log
 
         def log_and_monitor(data: Mapping[str, Any], step: int | None = None, **kw: Any) -> Any:
+            # The step this call logs at is the run's current one (log() advances it).
+            at = step if step is not None else getattr(run, "step", None)
             result = original(data, step=step, **kw)
-            monitor.observe(data, step if step is not None else getattr(run, "step", None))
+            monitor.observe(data, at)
             return result
 
         run.log = log_and_monitor
-    finish_hooks = getattr(run, "finish_hooks", None)
-    if isinstance(finish_hooks, list):
-        finish_hooks.append(monitor.close)
+    _on_finish(run, monitor.close)
     return monitor
+
+
+def _on_finish(run: Any, callback: Callable[[], None]) -> None:
+    """Run ``callback`` when the run finishes: via ``run.finish_hooks`` or by wrapping finish."""
+    hooks = getattr(run, "finish_hooks", None)
+    if isinstance(hooks, list):
+        hooks.append(callback)
+        return
+    original = run.finish
+
+    def finish(*args: Any, **kwargs: Any) -> Any:
+        try:
+            callback()
+        except Exception:  # finishing the run must never be skipped
+            log.exception("finish hook %r failed", callback)
+        return original(*args, **kwargs)
+
+    run.finish = finish

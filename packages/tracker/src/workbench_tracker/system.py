@@ -151,10 +151,16 @@ def attach_system_metrics(run: Any, interval: float = 10.0, gpu: bool = True) ->
         def fn(sample: dict[str, float]) -> Any:
             return run.log(sample, commit=False) if _accepts_commit(run.log) else run.log(sample)
 
-    sampler = SystemSampler(fn, interval, gpu).start()
-    hooks = getattr(run, "finish_hooks", None)
-    if isinstance(hooks, list):
-        hooks.append(sampler.stop)
+    def guarded(sample: dict[str, float]) -> Any:
+        if getattr(run, "finished", False):
+            sampler._stop.set()  # the run ended without telling us: stop quietly
+            return None
+        return fn(sample)
+
+    sampler = SystemSampler(guarded, interval, gpu).start()
+    from workbench_tracker.monitors import _on_finish
+
+    _on_finish(run, sampler.stop)
     return sampler
 
 
