@@ -63,9 +63,18 @@ class FaultProxy:
 
     FAULTS = ("503", "429", "reset", "drop")
 
-    def __init__(self, upstream_port: int, *, fault_rate: float = 0.3, seed: int = 1234) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        fault_rate: float = 0.3,
+        seed: int = 1234,
+        fault_paths: tuple[str, ...] | None = None,
+    ) -> None:
         self.upstream_port = upstream_port
         self.fault_rate = fault_rate
+        self.fault_paths = fault_paths  # only requests whose path contains one of these fail
+        self.log: list[tuple[str, str]] = []  # (fault, request line) per request
         self._rng = random.Random(seed)
         self._turn = -1
         self.counts: Counter[str] = Counter()
@@ -94,7 +103,9 @@ class FaultProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
-    def _draw(self) -> str:
+    def _draw(self, request_line: str) -> str:
+        if self.fault_paths is not None and not any(p in request_line for p in self.fault_paths):
+            return "ok"
         if self._rng.random() >= self.fault_rate:
             return "ok"
         # Which requests fail is seeded; the kinds take turns so every kind shows up.
@@ -136,8 +147,10 @@ class FaultProxy:
             if request is None:
                 writer.close()
                 return
-            fault = self._draw()
+            request_line = request.split(b"\r\n", 1)[0].decode("latin-1")
+            fault = self._draw(request_line)
             self.counts[fault] += 1
+            self.log.append((fault, request_line))
             if fault == "reset":
                 self._reset(writer)
                 return

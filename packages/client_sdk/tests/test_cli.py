@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import SERVED_MODELS, TEXT_MODEL
+from conftest import SERVED_MODELS, TEXT_MODEL, TRAINING_MODELS
 
 from workbench_client import cli
 
@@ -110,3 +110,20 @@ def test_runs_list_json_is_a_list(server: str) -> None:
 def test_runs_info_of_an_unknown_run_is_not_found(server: str) -> None:
     code, out = _run("runs", "info", "no-such-run", "--base-url", server)
     assert code == 1 and "404" in out
+
+
+@pytest.mark.skipif(not TRAINING_MODELS, reason="the test server was started without training")
+def test_runs_info_and_checkpoints_list_show_a_trained_run(server: str) -> None:
+    from workbench_client import Workbench
+
+    with Workbench(base_url=server) as wb:
+        run = wb.training.create_run(TEXT_MODEL, rank=2, seed=0)
+        wb.training.save_checkpoint(run.id, "cli-ckpt")
+    code, out = _run("runs", "info", run.id, "--base-url", server, "--format", "json")
+    assert code == 0, out
+    assert json.loads(out)["id"] == run.id
+    code, out = _run("checkpoints", "list", run.id, "--base-url", server, "--format", "json")
+    assert code == 0, out
+    assert [c["name"] for c in json.loads(out)] == ["cli-ckpt"]
+    code, out = _run("runs", "list", "--base-url", server)
+    assert code == 0 and run.id in out
