@@ -84,6 +84,7 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     return chunks
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     events=st.lists(_event(), min_size=1, max_size=5),

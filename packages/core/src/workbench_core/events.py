@@ -39,7 +39,8 @@ class Event(NamedTuple):
     """One published event (immutable).
 
     A NamedTuple rather than a frozen dataclass because it is built once per publish on the hot
-    path and a frozen dataclass costs about three times as much to construct.
+    path and a frozen dataclass costs about three times as much to construct. Being a tuple,
+    ``json.dumps(event)`` would give a list: serialise with ``to_dict()`` (or ``encode_event``).
 
     Attributes:
         topic: the stream it belongs to (e.g. an agent session id).
