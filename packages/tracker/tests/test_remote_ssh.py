@@ -323,3 +323,52 @@ def test_cli_connect_list_and_stop_from_another_process(sshd, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.slow
+def test_remote_sessions_api_connect_list_files_and_stop(sshd, tmp_path, monkeypatch):
+    from _extras_fixtures import LiveServer
+
+    from workbench_tracker.store.sql import SQLStore
+    from workbench_tracker.viewer import create_app
+
+    ssh_dir = tmp_path / "dot-ssh"
+    ssh_dir.mkdir()
+    shutil.copy(sshd.user_key, ssh_dir / "id_ed25519")
+    monkeypatch.setenv("WORKBENCH_SSH_DIR", str(ssh_dir))
+    remote_home = tmp_path / "remote-home"
+    remote_home.mkdir()
+    store = SQLStore(f"sqlite:///{tmp_path / 'local.db'}")
+    body = {
+        "target": f"{sshd.user}@127.0.0.1:{sshd.port}",
+        "identity": "id_ed25519",
+        "python": sys.executable,
+        "remote_home": str(remote_home),
+        "use_agent": False,
+    }
+    with (
+        LiveServer(create_app(store)) as server,
+        httpx.Client(base_url=server.url, timeout=60) as c,
+    ):
+        refused = c.post("/api/remote/sessions", json=body)
+        assert refused.status_code == 403
+        assert refused.json()["error"]["param"] == "trust_host_key"
+        assert "ssh-keyscan" in refused.json()["error"]["message"]
+        sshd.known_hosts(ssh_dir / "known_hosts")
+        r = c.post("/api/remote/sessions", json=body)
+        assert r.status_code == 200, r.text
+        session = r.json()
+        assert [s["id"] for s in c.get("/api/remote/sessions").json()["sessions"]] == [
+            session["id"]
+        ]
+        assert httpx.get(session["url"] + "healthz", timeout=30).status_code == 200
+        files = c.get(f"/api/remote/sessions/{session['id']}/files").json()["entries"]
+        assert "remote-viewers" in {f["name"] for f in files}
+        bad = c.get(f"/api/remote/sessions/{session['id']}/files", params={"path": "../.."})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "path"
+        stopped = c.delete(f"/api/remote/sessions/{session['id']}")
+        assert stopped.json()["stopped"] is True
+        assert c.get("/api/remote/sessions").json()["sessions"] == []
+        assert c.delete(f"/api/remote/sessions/{session['id']}").status_code == 404
+    assert not _pid_alive(session["remote_pid"])
+    store.close()
