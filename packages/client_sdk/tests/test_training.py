@@ -114,3 +114,29 @@ def test_a_datum_with_mismatched_lengths_is_a_4xx_naming_the_field(
         training.forward_backward([bad]).result(timeout=60)
     assert 400 <= info.value.status_code < 500
     assert info.value.param and "data" in info.value.param
+
+
+def test_steps_are_logged_to_the_active_workbench_tracker_run(
+    service: ServiceClient, tmp_path: Any
+) -> None:
+    wt = pytest.importorskip(
+        "workbench_tracker", reason="workbench-tracker (the optional 'tracker' extra) is absent"
+    )
+    url = f"sqlite:///{tmp_path / 'tracker.db'}"
+    run = wt.init(project="client-hook", store=url, capture_env=False)
+    try:
+        # No tracker_run passed: the client finds the tracker's active run by itself.
+        training = service.create_lora_training_client(TEXT_MODEL, rank=2, seed=11)
+        datum = _datum(training, "log me to the tracker")
+        losses = []
+        for _ in range(3):
+            fb = training.forward_backward([datum])
+            training.optim_step(AdamParams(learning_rate=2e-2)).result(timeout=300)
+            losses.append(fb.result(timeout=300).loss)
+    finally:
+        wt.finish()
+    got = wt.Api(url).run(run.id)
+    steps, values = got.metric("loss")
+    assert steps == [1, 2, 3]
+    assert values == pytest.approx(losses)
+    assert got.metric("learning_rate")[1] == pytest.approx([2e-2] * 3)
