@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import pytest
 
@@ -132,3 +134,24 @@ def test_default_loop_thread_is_stopped_cleanly_at_interpreter_exit() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["ran", "cleaned", "up"]
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
+)
+def test_forked_child_gets_a_working_loop_thread_instead_of_the_parents_dead_one() -> None:
+    lt = get_loop_thread()
+    assert lt.run(asyncio.sleep(0, "parent")) == "parent"
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    child = ctx.Process(target=_child_uses_default_loop, args=(results,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert results.get(timeout=5) == "child ok"
+    assert lt.run(asyncio.sleep(0, "still parent")) == "still parent"
+
+
+def _child_uses_default_loop(results: Any) -> None:
+    lt = get_loop_thread()
+    results.put(lt.run(asyncio.sleep(0, "child ok"), timeout=20))

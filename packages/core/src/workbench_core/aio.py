@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -43,6 +44,7 @@ class LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else ("running" if self.is_running else "idle")
@@ -50,8 +52,13 @@ class LoopThread:
 
     @property
     def is_running(self) -> bool:
-        """Whether the thread and its loop are alive."""
-        return self._thread is not None and self._thread.is_alive() and not self._stopped
+        """Whether the thread and its loop are alive (in this process)."""
+        return (
+            self._thread is not None
+            and self._pid == os.getpid()
+            and self._thread.is_alive()
+            and not self._stopped
+        )
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -75,6 +82,12 @@ class LoopThread:
         with self._lock:
             if self._stopped:
                 raise LoopThreadError(f"{self._name} was stopped; create a new LoopThread")
+            if self._pid != os.getpid():
+                # A forked child inherits this object but not the thread: the inherited loop
+                # would never run what we submit. Start afresh in this process.
+                self._pid = os.getpid()
+                self._loop = None
+                self._thread = None
             if self._loop is not None:
                 return self._loop
             loop = asyncio.new_event_loop()
@@ -101,7 +114,11 @@ class LoopThread:
 
     def in_loop_thread(self) -> bool:
         """Whether the caller runs on this loop's thread."""
-        return self._thread is not None and threading.current_thread() is self._thread
+        return (
+            self._thread is not None
+            and self._pid == os.getpid()
+            and threading.current_thread() is self._thread
+        )
 
     def submit(self, coro: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
         """Schedule ``coro`` on the loop; never blocks.
@@ -158,7 +175,7 @@ class LoopThread:
                 return
             self._stopped = True
             loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        if loop is None or thread is None or self._pid != os.getpid():
             return
         if threading.current_thread() is thread:
             loop.stop()
