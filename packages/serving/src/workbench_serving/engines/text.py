@@ -26,6 +26,7 @@ import inspect
 import json
 import secrets
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -300,12 +301,15 @@ class TextEngine:
             if name in self._adapters:
                 raise EngineError(f"adapter {name!r} already exists", param="adapter", status=409)
             internal = self._internal_name(name)
-            if self.peft is None:
-                from peft import get_peft_model
+            with warnings.catch_warnings():
+                # peft still calls transformers' deprecated is_gradient_checkpointing.
+                warnings.simplefilter("ignore", FutureWarning)
+                if self.peft is None:
+                    from peft import get_peft_model
 
-                self.peft = get_peft_model(self.model, lora_config, adapter_name=internal)
-            else:
-                self.peft.add_adapter(internal, lora_config)
+                    self.peft = get_peft_model(self.model, lora_config, adapter_name=internal)
+                else:
+                    self.peft.add_adapter(internal, lora_config)
             self._adapters[name] = internal
             return internal
 
@@ -316,14 +320,16 @@ class TextEngine:
             if name in self._adapters:
                 return self._adapters[name]
             internal = self._internal_name(name)
-            if self.peft is None:
-                from peft import PeftModel
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                if self.peft is None:
+                    from peft import PeftModel
 
-                self.peft = PeftModel.from_pretrained(
-                    self.model, str(path), adapter_name=internal, is_trainable=False
-                )
-            else:
-                self.peft.load_adapter(str(path), adapter_name=internal, is_trainable=False)
+                    self.peft = PeftModel.from_pretrained(
+                        self.model, str(path), adapter_name=internal, is_trainable=False
+                    )
+                else:
+                    self.peft.load_adapter(str(path), adapter_name=internal, is_trainable=False)
             self._adapters[name] = internal
             return internal
 
