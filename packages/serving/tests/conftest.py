@@ -126,6 +126,10 @@ def server(_workbench_home: Path) -> Iterator[RunningServer]:
         dtype="float32",
         batching=BatchingSettings(max_batch_size=16, max_wait_ms=20, max_queue_size=256),
         max_request_bytes=2 * 1024 * 1024,
+        max_image_size=64,
+        max_image_steps=4,
+        max_images_per_request=2,
+        request_timeout_s=60,
     )
     running = start_server(settings)
     yield running

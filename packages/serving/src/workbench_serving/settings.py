@@ -60,6 +60,11 @@ class ServingSettings(BaseSettings):
     futures_max_entries: int = Field(default=4096, ge=1)
     futures_ttl_s: float = Field(default=3600.0, gt=0.0)
 
+    # Image requests are the easiest way to ask a CPU for hours of work: bound them here.
+    max_image_size: int = Field(default=1024, ge=8, le=4096)
+    max_image_steps: int = Field(default=100, ge=1, le=1000)
+    max_images_per_request: int = Field(default=8, ge=1, le=64)
+
     max_training_runs: int = Field(default=16, ge=1)
     max_ws_connections: int = Field(default=256, ge=1)
 

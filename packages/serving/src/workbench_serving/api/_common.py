@@ -223,3 +223,17 @@ def decode_image(data: str, param: str) -> Any:
 
 def rid(request: Request) -> str | None:
     return request_id_of(request)
+
+
+def check_image_limits(st: ServingState, *, width: int, height: int, steps: int, n: int) -> None:
+    """Refuse image requests beyond the server's configured bounds (400 naming the field)."""
+    s = st.settings
+    for name, value in (("width", width), ("height", height)):
+        if value > s.max_image_size:
+            raise APIError(
+                400, f"{name}: at most {s.max_image_size} pixels on this server", param=name
+            )
+    if steps > s.max_image_steps:
+        raise APIError(400, f"steps: at most {s.max_image_steps} on this server", param="steps")
+    if n > s.max_images_per_request:
+        raise APIError(400, f"n: at most {s.max_images_per_request} images per request", param="n")

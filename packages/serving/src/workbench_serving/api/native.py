@@ -35,6 +35,7 @@ from workbench_core.protocol import (
     VisionGenerateResponse,
 )
 from workbench_serving.api._common import (
+    check_image_limits,
     check_length,
     context_info,
     decode_image,
@@ -327,6 +328,7 @@ async def images_generate(req: ImageGenerateRequest, request: Request) -> Any:
     """Text-to-image; images come back as base64 PNG."""
     st = state_of(request)
     served = st.get_model(req.model, kinds=("image",))
+    check_image_limits(st, width=req.width, height=req.height, steps=req.steps, n=req.n)
     item = ImageItem(
         prompt=req.prompt,
         negative_prompt=req.negative_prompt,

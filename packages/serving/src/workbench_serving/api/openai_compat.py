@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workbench_core import sse
 from workbench_serving.api._common import (
+    check_image_limits,
     check_length,
     decode_image,
     encode_chat,
@@ -583,6 +584,7 @@ async def images_generations(req: ImageGenerationRequest, request: Request) -> I
             raise APIError(
                 400, f"size: {name} must be a multiple of 8 between 8 and 2048", param="size"
             )
+    check_image_limits(st, width=width, height=height, steps=4, n=req.n)
     item = ImageItem(prompt=req.prompt, width=width, height=height, n=req.n)
     result = await run_item(request, served.scheduler, item)
     return ImagesResponse(
