@@ -21,11 +21,11 @@ every metric gets the NaN/Inf detector.
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import logging
 import math
 import queue
-import statistics
 import threading
 import time
 from collections import deque
@@ -121,6 +121,10 @@ class SpikeDetector(Detector):
 
     Median/MAD instead of mean/std so one earlier spike in the window does not mask the next, and
     a noisy but stable series does not trip it. Spikes are not added to the window.
+
+    The window is kept sorted (bisect), so the median is O(1); the MAD (an O(window) selection)
+    is refreshed every few points and always recomputed exactly before a spike is declared, so
+    the cached value only decides which points deserve an exact check.
     """
 
     kind = "spike"
@@ -130,26 +134,66 @@ class SpikeDetector(Detector):
         if window < 3 or min_points < 3 or threshold <= 0:
             raise MonitorConfigError("spike: window and min_points >= 3, threshold > 0")
         self.window: deque[float] = deque(maxlen=window)
+        self._sorted: list[float] = []
         self.threshold = threshold
         self.min_points = min_points
+        self._scale: float | None = None
+        self._since_refresh = 0
+        self._refresh_every = max(1, window // 5)
+
+    @staticmethod
+    def _mad(s: list[float], med: float) -> float:
+        """Median absolute deviation of sorted ``s``: merge the two sides outward from med."""
+        n = len(s)
+        j = bisect.bisect_left(s, med)
+        i = j - 1
+        need = n // 2 + 1
+        prev = cur = 0.0
+        for _ in range(need):
+            prev = cur
+            if i >= 0 and (j >= n or med - s[i] <= s[j] - med):
+                cur = med - s[i]
+                i -= 1
+            else:
+                cur = s[j] - med
+                j += 1
+        return cur if n % 2 else (prev + cur) / 2
+
+    def _median(self) -> float:
+        s, n = self._sorted, len(self._sorted)
+        return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+    def _exact_scale(self, med: float) -> tuple[float, float]:
+        mad = self._mad(self._sorted, med)
+        scale = 1.4826 * mad
+        if scale == 0:
+            # A perfectly flat window: any sizeable departure is a spike.
+            scale = max(abs(med) * 1e-3, 1e-12)
+        self._scale, self._since_refresh = scale, 0
+        return scale, mad
 
     def check(self, step: int | None, value: float) -> tuple[str, dict[str, Any]] | None:
         if not math.isfinite(value):
             return None
-        if len(self.window) >= self.min_points:
-            med = statistics.median(self.window)
-            mad = statistics.median(abs(x - med) for x in self.window)
-            scale = 1.4826 * mad
-            if scale == 0:
-                # A perfectly flat window: any sizeable departure is a spike.
-                scale = max(abs(med) * 1e-3, 1e-12)
-            z = (value - med) / scale
-            if abs(z) > self.threshold:
-                return (
-                    f"spike at step {step}: {value:.6g} vs median {med:.6g} (robust z={z:.1f})",
-                    {"median": med, "mad": mad, "z": z},
-                )
+        if len(self._sorted) >= self.min_points:
+            med = self._median()
+            if self._scale is None or self._since_refresh >= self._refresh_every:
+                self._exact_scale(med)
+            assert self._scale is not None
+            self._since_refresh += 1
+            if abs(value - med) / self._scale > self.threshold * 0.5:
+                scale, mad = self._exact_scale(med)
+                z = (value - med) / scale
+                if abs(z) > self.threshold:
+                    return (
+                        f"spike at step {step}: {value:.6g} vs median {med:.6g} (robust z={z:.1f})",
+                        {"median": med, "mad": mad, "z": z},
+                    )
+        if len(self.window) == self.window.maxlen:
+            old = self.window[0]
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
         self.window.append(value)
+        bisect.insort(self._sorted, value)
         return None
 
 

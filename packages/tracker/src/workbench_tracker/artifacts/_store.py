@@ -36,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from workbench_tracker.artifacts.schema import (
@@ -189,17 +189,23 @@ class ArtifactStore:
         return self.root / "blobs" / sha[:2] / sha
 
     def _store_blob(self, src: Path) -> tuple[str, int]:
-        """Copy ``src`` into the blob store once; return (sha256, size)."""
+        """Copy ``src`` into the blob store once; return (sha256, size).
+
+        Content already stored costs one read (the hash); new content is hashed again while it
+        is copied, so a file that changed in between is caught without a third pass.
+        """
         sha, size = _hash_file(src)
         dest = self.blob_path(sha)
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-            os.close(fd)
             try:
-                shutil.copyfile(src, tmp)
-                # Content may change between hashing and copying: verify before publishing.
-                if _hash_file(Path(tmp))[0] != sha:
+                h = hashlib.sha256()
+                with src.open("rb") as fin, os.fdopen(fd, "wb") as fout:
+                    while chunk := fin.read(_CHUNK):
+                        h.update(chunk)
+                        fout.write(chunk)
+                if h.hexdigest() != sha:
                     raise ArtifactError(f"{src} changed while being logged; try again")
                 os.replace(tmp, dest)
             finally:
@@ -351,10 +357,20 @@ class ArtifactStore:
                 )
             )
             if ver is None:
-                for _, sha, size in manifest:
-                    if s.get(ArtifactBlob, sha) is None:
-                        s.add(ArtifactBlob(sha256=sha, size=size))
-                s.flush()
+                sizes = {sha: size for _, sha, size in manifest}
+                known: set[str] = set()
+                shas = list(sizes)
+                for i in range(0, len(shas), 500):  # bounded IN lists
+                    known.update(
+                        s.scalars(
+                            select(ArtifactBlob.sha256).where(
+                                ArtifactBlob.sha256.in_(shas[i : i + 500])
+                            )
+                        ).all()
+                    )
+                missing = [{"sha256": k, "size": v} for k, v in sizes.items() if k not in known]
+                if missing:
+                    s.execute(insert(ArtifactBlob), missing)
                 last = s.scalar(
                     select(func.max(ArtifactVersion.version)).where(
                         ArtifactVersion.artifact_id == art.id
@@ -372,8 +388,14 @@ class ArtifactStore:
                 )
                 s.add(ver)
                 s.flush()
-                for rel, sha, size in manifest:
-                    s.add(ArtifactFile(version_id=ver.id, path=rel, sha256=sha, size=size))
+                if manifest:
+                    s.execute(
+                        insert(ArtifactFile),
+                        [
+                            {"version_id": ver.id, "path": rel, "sha256": sha, "size": size}
+                            for rel, sha, size in manifest
+                        ],
+                    )
             elif metadata:
                 ver.meta = {**(ver.meta or {}), **metadata}
             for alias in ["latest", *alias_list]:
