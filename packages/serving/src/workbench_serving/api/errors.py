@@ -150,13 +150,13 @@ def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = list(exc.errors())
+    errors: list[dict[str, Any]] = [dict(e) for e in exc.errors()]
     if not errors:
         errors = [{"loc": ("body",), "msg": "invalid request"}]
     # Within a union, the deepest location is the branch the client meant (a ModelInput with a
     # bad token, not "should be a string").
-    first: dict[str, Any] = dict(
-        max(errors, key=lambda e: len((_loc_to_param(tuple(e.get("loc", ()))) or "").split(".")))
+    first = max(
+        errors, key=lambda e: len((_loc_to_param(tuple(e.get("loc", ()))) or "").split("."))
     )
     param = _loc_to_param(tuple(first.get("loc", ())))
     if first.get("type") == "json_invalid":
