@@ -157,27 +157,18 @@ def test_changed_host_key_is_refused_even_with_trust_flag(sshd, tmp_path):
         connect_ssh(sshd.target(kh, trust_host_key=True))
 
 
-def test_python_discovery_reports_what_it_tried(sshd, tmp_path):
+def test_python_discovery_reports_what_it_tried(sshd, tmp_path, monkeypatch):
+    from workbench_tracker.remote import _session
+
     client = connect_ssh(sshd.target(sshd.known_hosts(tmp_path / "kh")))
     try:
         assert find_remote_python(client, sys.executable) == sys.executable
+        # With only a bogus configured path to try, the error lists what was attempted.
+        monkeypatch.setattr(_session, "PYTHON_CANDIDATES", [])
         with pytest.raises(RemotePythonNotFoundError, match="/nonexistent/python"):
-            # Hide every candidate: a PATH with nothing on it and a HOME without venvs.
-            client.exec_command  # noqa: B018 - the client stays usable after the failure
-            find_remote_python_only(client, "/nonexistent/python")
+            find_remote_python(client, "/nonexistent/python")
     finally:
         client.close()
-
-
-def find_remote_python_only(client: paramiko.SSHClient, path: str) -> str:
-    from workbench_tracker.remote import _session
-
-    saved = _session.PYTHON_CANDIDATES
-    _session.PYTHON_CANDIDATES = []
-    try:
-        return find_remote_python(client, path)
-    finally:
-        _session.PYTHON_CANDIDATES = saved
 
 
 def _seed_remote_run(remote_home: Path) -> str:
@@ -372,3 +363,22 @@ def test_remote_sessions_api_connect_list_files_and_stop(sshd, tmp_path, monkeyp
         assert c.delete(f"/api/remote/sessions/{session['id']}").status_code == 404
     assert not _pid_alive(session["remote_pid"])
     store.close()
+
+
+@pytest.mark.slow
+def test_remote_viewer_stops_itself_when_the_local_side_vanishes(sshd, tmp_path):
+    remote_home = tmp_path / "remote-home"
+    remote_home.mkdir()
+    target = sshd.target(sshd.known_hosts(tmp_path / "kh"))
+    session = start_session(
+        target, python=sys.executable, remote_home=str(remote_home), heartbeat_timeout=2.0
+    )
+    assert session.record is not None
+    pid = session.record.remote_pid
+    time.sleep(3)  # heartbeats keep it alive past its timeout while we are connected
+    assert _pid_alive(pid)
+    session.abandon()  # no stop(), no kill: the local process is simply gone
+    deadline = time.monotonic() + 30
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _pid_alive(pid), "remote viewer kept running without heartbeats"

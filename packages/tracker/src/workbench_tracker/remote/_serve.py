@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--port-file", required=True)
+    ap.add_argument(
+        "--heartbeat",
+        default=None,
+        help="exit when this file's mtime is older than --heartbeat-timeout",
+    )
+    ap.add_argument("--heartbeat-timeout", type=float, default=120.0)
     args = ap.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("--host: the remote viewer only binds loopback (it is reached via SSH)")
@@ -63,7 +69,26 @@ def main(argv: list[str] | None = None) -> None:
             tmp.write_text(f"{port} {os.getpid()}\n")
             tmp.replace(port_file)
 
+    def watch_heartbeat(path: Path, timeout: float) -> None:
+        # The local side touches the file while it is connected. When it vanishes (laptop
+        # closed, process killed) the viewer stops by itself instead of running forever.
+        while not server.should_exit:
+            time.sleep(min(5.0, timeout / 4))
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                age = float("inf")
+            if age > timeout:
+                server.should_exit = True
+
     threading.Thread(target=announce, daemon=True).start()
+    if args.heartbeat:
+        Path(args.heartbeat).touch()
+        threading.Thread(
+            target=watch_heartbeat,
+            args=(Path(args.heartbeat), args.heartbeat_timeout),
+            daemon=True,
+        ).start()
     server.run(sockets=[sock])
 
 

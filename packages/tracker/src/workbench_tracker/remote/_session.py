@@ -164,6 +164,7 @@ class RemoteSession:
         reconnect: bool = True,
         start_timeout: float = 60.0,
         env: dict[str, str] | None = None,
+        heartbeat_timeout: float = 120.0,
     ) -> None:
         self.target = target
         self.python = python
@@ -172,6 +173,7 @@ class RemoteSession:
         self.reconnect_enabled = reconnect
         self.start_timeout = start_timeout
         self.env = dict(env or {})
+        self.heartbeat_timeout = heartbeat_timeout
         self.id = uuid.uuid4().hex[:12]
         self._client: paramiko.SSHClient | None = None
         self._forwarder: PortForwarder | None = None
@@ -214,7 +216,9 @@ class RemoteSession:
             # channel closes at once (the viewer holds none of its stdio).
             f"cd {quote(rdir)} || exit 1; {env_prefix} nohup {quote(python)} -m "
             f"workbench_tracker.remote._serve --host 127.0.0.1 --port 0 "
-            f"--port-file {quote(port_file)} > {quote(rdir)}/viewer.log 2>&1 < /dev/null & "
+            f"--port-file {quote(port_file)} --heartbeat {quote(rdir)}/heartbeat "
+            f"--heartbeat-timeout {self.heartbeat_timeout:g} "
+            f"> {quote(rdir)}/viewer.log 2>&1 < /dev/null & "
             "echo $!"
         )
         status, out, err = run_command(self._client, cmd)
@@ -301,12 +305,28 @@ class RemoteSession:
         tmp.write_text(json.dumps(self.record.to_dict(), indent=1))
         tmp.replace(path)
 
+    def _heartbeat(self) -> None:
+        """Tell the remote viewer we are still here (it exits when the beats stop)."""
+        if self._client is None or self.record is None:
+            return
+        with contextlib.suppress(paramiko.SSHException, OSError):
+            run_command(
+                self._client, f"touch {quote(self.record.remote_dir)}/heartbeat", timeout=10
+            )
+
     def _watch(self) -> None:
         backoff = 1.0
-        while not self._stop.wait(1.0):
+        beat_every = max(0.5, min(15.0, self.heartbeat_timeout / 4))
+        last_beat = time.monotonic()
+        while not self._stop.wait(min(1.0, beat_every)):
             transport = self._transport()
             if transport is not None and transport.is_active():
                 backoff = 1.0
+                if time.monotonic() - last_beat >= beat_every:
+                    with self._lock:
+                        if not self._stop.is_set():
+                            self._heartbeat()
+                    last_beat = time.monotonic()
                 continue
             if not self.reconnect_enabled:
                 self._mark("disconnected")
@@ -349,6 +369,20 @@ class RemoteSession:
         self.record.reconnects += 1
         self.record.status = "connected"
         self._save()
+
+    def abandon(self) -> None:
+        """Vanish without stopping anything remotely (what a killed local process looks like).
+
+        Used by tests to prove the remote viewer stops itself once heartbeats end.
+        """
+        self._stop.set()
+        if self._forwarder is not None:
+            self._forwarder.stop()
+        if self._client is not None:
+            self._client.close()
+        with _ACTIVE_LOCK:
+            _ACTIVE.pop(self.id, None)
+        (registry_dir() / f"{self.id}.json").unlink(missing_ok=True)
 
     def drop_connection(self) -> None:
         """Close the SSH transport without stopping (what a network failure looks like)."""
