@@ -68,7 +68,7 @@ def test_a_cancelled_request_stops_early(engine: VisionEngine) -> None:
         engine, VisionItem(images=[red()], prompt="Describe", max_tokens=30, cancel=token)
     )
     assert res.finish_reason == "cancelled"
-    assert len(res.tokens) <= 1
+    assert res.tokens == [] and res.text == ""
 
 
 @pytest.mark.parametrize(
@@ -89,6 +89,19 @@ def test_bad_items_fail_with_the_field_named(
     bad, good = engine.run_batch([VisionItem(**kwargs), VisionItem([red()], "hi", max_tokens=2)])
     assert isinstance(bad, EngineError) and bad.param == param
     assert isinstance(good, VisionResult)
+
+
+def test_tokenizer_files_carry_the_vision_tokens_and_template(engine: VisionEngine) -> None:
+    from tokenizers import Tokenizer
+
+    files = engine.tokenizer_files()
+    assert "<|image_pad|>" in files["additional_special_tokens"]
+    assert "<|vision_start|>" in (files["chat_template"] or "")
+    rebuilt = Tokenizer.from_str(files["tokenizer_json"])
+    ids = rebuilt.encode("<|vision_start|><|image_pad|><|vision_end|>").ids
+    assert ids == engine.processor.tokenizer.convert_tokens_to_ids(
+        ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
+    )
 
 
 def test_describe_reports_the_architecture(engine: VisionEngine) -> None:

@@ -92,6 +92,37 @@ _SHARED: weakref.WeakValueDictionary[tuple[str, str | None, str | None], TextEng
 )
 
 
+def tokenizer_files(
+    tok: Any, path: Path | str | None, eos_token_ids: Sequence[int]
+) -> dict[str, Any]:
+    """What ``TextEngine.tokenizer_files`` returns, for any loaded fast tokenizer."""
+    backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
+    tokenizer_json = backend.to_str() if backend is not None else None
+    config: dict[str, Any] = {}
+    if isinstance(path, Path) and (path / "tokenizer_config.json").exists():
+        config = json.loads((path / "tokenizer_config.json").read_text())
+    special = {
+        key: str(getattr(tok, key))
+        for key in ("bos_token", "eos_token", "pad_token", "unk_token")
+        if getattr(tok, key, None) is not None
+    }
+    special_ids = {
+        key: int(getattr(tok, f"{key}_id"))
+        for key in special
+        if getattr(tok, f"{key}_id", None) is not None
+    }
+    chat_template = getattr(tok, "chat_template", None)
+    return {
+        "tokenizer_json": tokenizer_json,
+        "tokenizer_config": config,
+        "chat_template": chat_template if isinstance(chat_template, str) else None,
+        "special_tokens": special,
+        "special_token_ids": special_ids,
+        "additional_special_tokens": [str(t) for t in tok.all_special_tokens],
+        "eos_token_ids": sorted(int(i) for i in eos_token_ids),
+    }
+
+
 class TextEngine:
     """A causal language model served for sampling and logprobs, with LoRA adapters.
 
@@ -253,32 +284,7 @@ class TextEngine:
             ``special_token_ids`` (name -> id) and ``eos_token_ids``.
         """
         self._require_loaded()
-        tok = self.tokenizer
-        backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
-        tokenizer_json = backend.to_str() if backend is not None else None
-        config: dict[str, Any] = {}
-        if isinstance(self._path, Path) and (self._path / "tokenizer_config.json").exists():
-            config = json.loads((self._path / "tokenizer_config.json").read_text())
-        special = {
-            key: str(getattr(tok, key))
-            for key in ("bos_token", "eos_token", "pad_token", "unk_token")
-            if getattr(tok, key, None) is not None
-        }
-        special_ids = {
-            key: int(getattr(tok, f"{key}_id"))
-            for key in special
-            if getattr(tok, f"{key}_id", None) is not None
-        }
-        chat_template = getattr(tok, "chat_template", None)
-        return {
-            "tokenizer_json": tokenizer_json,
-            "tokenizer_config": config,
-            "chat_template": chat_template if isinstance(chat_template, str) else None,
-            "special_tokens": special,
-            "special_token_ids": special_ids,
-            "additional_special_tokens": [str(t) for t in tok.all_special_tokens],
-            "eos_token_ids": self.eos_token_ids,
-        }
+        return tokenizer_files(self.tokenizer, self._path, self.eos_token_ids)
 
     # ------------------------------------------------------------ adapters
 
@@ -544,24 +550,31 @@ class TextEngine:
         cache = out.past_key_values
         next_pos = positions[:, -1:] + 1
         max_steps = max(r.item.max_tokens for r in rows)
+        live = list(rows)  # rows still in the batch, in cache order
         for _step in range(max_steps):
-            for r in rows:  # cancellation is honoured between steps
+            for r in live:  # cancellation is honoured between steps
                 if not r.finished and _is_cancelled(r.item.cancel):
                     self._finish(r, "cancelled")
-            if all(r.finished for r in rows):
-                break
             logits = out.logits[:, -1, :].float()
             logprobs = torch.log_softmax(logits, dim=-1)
             next_tokens: list[int] = []
-            for b, r in enumerate(rows):
+            for b, r in enumerate(live):
                 if r.finished:
                     next_tokens.append(pad_id)
                     continue
                 token = self._choose(logits[b], r)
                 next_tokens.append(token)
                 self._append(r, token, float(logprobs[b, token]))
-            if all(r.finished for r in rows):
+            keep = [b for b, r in enumerate(live) if not r.finished]
+            if not keep:
                 break
+            if len(keep) < len(live) and hasattr(cache, "batch_select_indices"):
+                # Drop finished rows from the cache so short requests stop costing compute.
+                index = torch.tensor(keep, dtype=torch.long, device=device)
+                cache.batch_select_indices(index)
+                mask, next_pos = mask[index], next_pos[index]
+                live = [live[b] for b in keep]
+                next_tokens = [next_tokens[b] for b in keep]
             step_ids = torch.tensor(next_tokens, dtype=torch.long, device=device).unsqueeze(-1)
             mask = torch.cat([mask, torch.ones_like(step_ids)], dim=-1)
             out = self._forward(

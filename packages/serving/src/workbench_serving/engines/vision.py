@@ -90,6 +90,7 @@ class VisionEngine:
         self._device: Any = None
         self._dtype: Any = None
         self._eos: set[int] = set()
+        self._path: Path | str | None = None
 
     def load(self) -> None:
         """Load processor and model with ``from_pretrained``; idempotent."""
@@ -116,6 +117,7 @@ class VisionEngine:
                 elif isinstance(value, list | tuple):
                     eos.update(int(v) for v in value)
             self._eos = eos
+            self._path = path
             self._device, self._dtype = device, dtype
             self.processor = processor
             self.model = model
@@ -129,6 +131,17 @@ class VisionEngine:
         self._require_loaded()
         text = self.model.config.get_text_config()
         return int(getattr(text, "max_position_embeddings", 2048))
+
+    def tokenizer_files(self) -> dict[str, Any]:
+        """The processor's tokenizer, chat template and special tokens (see ``TextEngine``)."""
+        from workbench_serving.engines.text import tokenizer_files
+
+        self._require_loaded()
+        files = tokenizer_files(self.processor.tokenizer, self._path, sorted(self._eos))
+        template = getattr(self.processor, "chat_template", None)
+        if isinstance(template, str):
+            files["chat_template"] = template
+        return files
 
     def describe(self) -> dict[str, Any]:
         self._require_loaded()
@@ -201,6 +214,8 @@ class VisionEngine:
             )
 
         cancel = item.cancel
+        if _is_cancelled(cancel):
+            return VisionResult(text="", tokens=[], finish_reason="cancelled")
 
         class _Cancel(StoppingCriteria):  # type: ignore[misc]
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
