@@ -186,3 +186,11 @@ def test_delete_run_removes_its_metrics(store: Store) -> None:
 
 def test_ping_answers(store: Store) -> None:
     assert store.ping() is True
+
+
+def test_run_ids_with_quotes_and_placeholders_are_stored_verbatim(store: Store) -> None:
+    odd = "it's 100%?;--"
+    _run(store, odd)
+    store.log_metrics(odd, [("x", 0, 1.0, 0.0), ("x", 1, 2.0, 0.0)])
+    assert store.metric_series(odd, "x").values == [1.0, 2.0]
+    assert store.metric_keys(odd)["x"]["count"] == 2

@@ -176,7 +176,13 @@ class Run:
         self._last_step = start_step  # lowest step a new log() may use
         self._finished = False
         self._status = "running"
-        self._env_pending = capture_env
+        self._env_thread: threading.Thread | None = None
+        if capture_env:
+            # Its own thread: package/git/GPU probing must not delay init nor the writer.
+            self._env_thread = threading.Thread(
+                target=self._capture_env, name=f"workbench-tracker-env-{self.id}", daemon=True
+            )
+            self._env_thread.start()
         self._log_lock = threading.Lock()
         self._writer = MetricWriter(
             store,
@@ -310,13 +316,25 @@ class Run:
         return artifacts.use_artifact(self, *args, **kwargs)
 
     # -- persistence --------------------------------------------------------------------------
-    def _persist(self) -> None:
-        """Writer-thread hook: store the environment once, and config/summary when changed."""
-        if self._env_pending:
-            self._env_pending = False
-            from workbench_tracker._env import capture_environment
+    def _capture_env(self) -> None:
+        from workbench_tracker._env import capture_environment
 
-            self.store.update_run(self.id, environment=capture_environment())
+        try:
+            env = capture_environment()
+        except Exception as exc:  # environment capture is best effort, never fatal
+            env = {"error": f"environment capture failed: {exc!r}"}
+        if self._finished:
+            self._env_result = env  # finish() writes it with the final update
+            return
+        try:
+            self.store.update_run(self.id, environment=env)
+        except Exception:
+            self._env_result = env
+
+    _env_result: dict[str, Any] | None = None
+
+    def _persist(self) -> None:
+        """Writer-thread hook: store config/summary when they changed."""
         if self._dirty.is_set():
             self._dirty.clear()
             summary = self._summary_snapshot()
@@ -361,11 +379,10 @@ class Run:
             if error is not None:
                 fields["error"] = error
                 fields["traceback"] = tb
-            if self._env_pending:
-                self._env_pending = False
-                from workbench_tracker._env import capture_environment
-
-                fields["environment"] = capture_environment()
+            if self._env_thread is not None:
+                self._env_thread.join(timeout=30)
+                if self._env_result is not None:
+                    fields["environment"] = self._env_result
             self.store.update_run(self.id, **fields)
 
     def fail(self, exc: BaseException) -> None:

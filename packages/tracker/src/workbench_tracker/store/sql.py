@@ -18,8 +18,10 @@ import os
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -378,18 +380,25 @@ class SQLStore(Store):
     def log_metrics(self, run_id: str, rows: Sequence[MetricRow]) -> None:
         if not rows:
             return
-        params = [(run_id, k, st, None if math.isnan(v) else v, t) for (k, st, v, t) in rows]
-        last: dict[str, tuple[int, int, float, float]] = {}
-        for k, st, v, t in rows:
-            prev = last.get(k)
-            count = prev[0] + 1 if prev else 1
-            if prev is None or st >= prev[1]:
-                last[k] = (count, st, v, t)
-            else:
-                last[k] = (count, prev[1], prev[2], prev[3])
+        # The hot path. The run id is inlined as an escaped SQL literal so the writer's row
+        # tuples go to executemany as they are (no per-row rebuild); NaN needs no conversion
+        # (SQLite stores a bound NaN as NULL, PostgreSQL stores NaN).
+        literal = "'" + run_id.replace("'", "''") + "'"
+        if self._paramstyle in ("format", "pyformat"):
+            literal = literal.replace("%", "%%")
+        params = rows if isinstance(rows, list) else list(rows)
         insert = self._sql(
-            "INSERT INTO metrics (run_id, key, step, value, wall_time) VALUES (?, ?, ?, ?, ?)"
-        )
+            "INSERT INTO metrics (run_id, key, step, value, wall_time) VALUES (@RUN@, ?, ?, ?, ?)"
+        ).replace("@RUN@", literal)
+        counts = Counter(map(itemgetter(0), params))
+        # Steps never decrease within a run (log() enforces it), so a key's last row in the
+        # batch is its newest point; the upsert below still keeps the larger step.
+        last: dict[str, MetricRow] = {}
+        for row in reversed(params):
+            if row[0] not in last:
+                last[row[0]] = row
+                if len(last) == len(counts):
+                    break
         upsert = self._sql(
             "INSERT INTO metric_keys (run_id, key, count, last_step, last_value, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, key) DO UPDATE SET "
@@ -401,7 +410,8 @@ class SQLStore(Store):
             "updated_at = excluded.updated_at"
         )
         key_params = [
-            (run_id, k, c, st, None if math.isnan(v) else v, t) for k, (c, st, v, t) in last.items()
+            (run_id, k, counts[k], st, None if math.isnan(v) else v, t)
+            for k, (_, st, v, t) in last.items()
         ]
 
         def work() -> None:
