@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,44 @@ def test_vision_accepts_bytes_paths_and_data_urls(server: str, tmp_path: Path) -
         ]
     assert outs[0].tokens == outs[1].tokens == outs[2].tokens
     assert outs[0].finish_reason in ("stop", "length")
+
+
+def test_deferred_calls_are_retrieved_through_futures(server: str) -> None:
+    from workbench_core.protocol import SampleResponse
+
+    body = {"model": TEXT_MODEL, "prompt": "hi", "sampling_params": {"max_tokens": 2}}
+    with Workbench(base_url=server, retry_policy=FAST) as wb:
+        accepted = wb.futures.submit("sample", body)
+        out = wb.futures.wait(accepted.request_id, SampleResponse, poll_timeout=10)
+        assert len(out.sequences) == 1
+        with pytest.raises(wc.NotFoundError):
+            wb.futures.retrieve("fut_does_not_exist", timeout=0)
+
+
+@pytest.fixture(scope="module")
+def keyed_server(server: str) -> Iterator[str]:
+    """A second real server that requires an API key (built from the same model cache)."""
+    from _servers import UvicornThread
+
+    from workbench_serving.app import create_app
+    from workbench_serving.settings import ServingSettings
+
+    settings = ServingSettings(models=[TEXT_MODEL], training_models=[], api_keys=["key-1"])
+    srv = UvicornThread(create_app(settings)).start()
+    yield srv.url
+    srv.stop()
+
+
+def test_a_keyed_server_rejects_no_key_with_a_hint_and_accepts_the_env_key(
+    keyed_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Workbench(base_url=keyed_server, retry_policy=FAST) as wb:
+        with pytest.raises(wc.AuthenticationError, match="WORKBENCH_API_KEY"):
+            wb.service.capabilities()
+    with Workbench(base_url=keyed_server, api_key="wrong", retry_policy=FAST) as wb:
+        with pytest.raises(wc.AuthenticationError) as info:
+            wb.service.capabilities()
+        assert "WORKBENCH_API_KEY" not in info.value.message
+    monkeypatch.setenv("WORKBENCH_API_KEY", "key-1")
+    with Workbench(base_url=keyed_server, retry_policy=FAST) as wb:
+        assert any(m.name == TEXT_MODEL for m in wb.service.capabilities().models)
