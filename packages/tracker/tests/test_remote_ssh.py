@@ -382,3 +382,60 @@ def test_remote_viewer_stops_itself_when_the_local_side_vanishes(sshd, tmp_path)
     while _pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _pid_alive(pid), "remote viewer kept running without heartbeats"
+
+
+def test_key_passphrase_is_saved_encrypted_and_reused(sshd, tmp_path):
+    locked = tmp_path / "locked_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "open-sesame-42", "-f", str(locked)], check=True
+    )
+    auth = sshd.root / "authorized_keys"
+    auth.write_text(auth.read_text() + locked.with_suffix(".pub").read_text())
+    kh = sshd.known_hosts(tmp_path / "kh")
+    base = dict(
+        host="127.0.0.1",
+        user=sshd.user,
+        port=sshd.port,
+        identity=str(locked),
+        use_agent=False,
+        known_hosts=kh,
+    )
+    from workbench_tracker.remote import RemoteAuthError
+
+    with pytest.raises((RemoteAuthError, paramiko.SSHException)):
+        connect_ssh(SSHTarget(**base))  # type: ignore[arg-type]
+    connect_ssh(SSHTarget(**base, passphrase="open-sesame-42", save_password=True)).close()  # type: ignore[arg-type]
+    connect_ssh(SSHTarget(**base)).close()  # type: ignore[arg-type]  # from the secret store
+    home = Path(os.environ["WORKBENCH_HOME"])
+    stored = list((home / "secrets").iterdir())
+    assert stored and all(b"open-sesame-42" not in f.read_bytes() for f in stored)
+
+
+@pytest.mark.skipif(shutil.which("ssh-agent") is None, reason="needs ssh-agent")
+def test_connects_with_a_key_from_the_ssh_agent(sshd, tmp_path, monkeypatch):
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(
+            ["ssh-add", "-q", str(sshd.user_key)], env=env, check=True, capture_output=True
+        )
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        target = SSHTarget(
+            host="127.0.0.1",
+            user=sshd.user,
+            port=sshd.port,
+            use_agent=True,
+            look_for_keys=False,
+            known_hosts=sshd.known_hosts(tmp_path / "kh"),
+        )
+        client = connect_ssh(target)
+        _, out, _ = client.exec_command("echo agent-ok")
+        assert out.read().strip() == b"agent-ok"
+        client.close()
+    finally:
+        agent.terminate()
+        agent.wait(10)
