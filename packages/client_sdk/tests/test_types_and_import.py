@@ -86,3 +86,17 @@ def test_public_names_are_all_exported() -> None:
         assert getattr(workbench_client, name) is not None
     expected = {"AsyncWorkbench", "Workbench", "ServiceClient", "TrainingClient", "SamplingClient"}
     assert expected <= set(workbench_client.__all__)
+
+
+def test_workbench_help_and_a_commands_help_import_no_httpx() -> None:
+    for argv in (["--help"], ["sample", "--help"]):
+        code = (
+            "from workbench_core.cli import main\n"
+            "try:\n"
+            f"    main.main(args={argv!r}, prog_name='workbench')\n"
+            "except SystemExit:\n"
+            "    pass"
+        )
+        mods = _imported_after(code)
+        assert "httpx" not in mods, argv
+    assert "workbench_client.cli" in mods  # the command's own module did load for its --help
