@@ -140,3 +140,25 @@ def test_steps_are_logged_to_the_active_workbench_tracker_run(
     assert steps == [1, 2, 3]
     assert values == pytest.approx(losses)
     assert got.metric("learning_rate")[1] == pytest.approx([2e-2] * 3)
+
+
+def test_forward_backward_output_has_tinkers_metrics_and_loss_fn_outputs(
+    service: ServiceClient,
+) -> None:
+    training = service.create_lora_training_client(TEXT_MODEL, rank=2, seed=13)
+    ids = training.get_tokenizer().encode("weights pick the tokens that count")
+    n = len(ids) - 1
+    weights = [0.0] * (n // 2) + [1.0] * (n - n // 2)
+    datum = Datum(
+        model_input=ModelInput.from_ints(ids[:-1]),
+        loss_fn_inputs={"target_tokens": ids[1:], "weights": weights},
+    )
+    out = training.forward_backward([datum]).result(timeout=300)
+    lps = out.loss_fn_outputs[0]["logprobs"]
+    assert len(lps) == n
+    expected_sum = -sum(w * lp for w, lp in zip(weights, lps, strict=True))
+    assert out.metrics["loss:sum"] == pytest.approx(expected_sum, rel=1e-5)
+    # The server's loss is the weighted mean of the same numbers.
+    assert (
+        out.metrics["loss:mean"] == out.loss == pytest.approx(expected_sum / sum(weights), rel=1e-4)
+    )

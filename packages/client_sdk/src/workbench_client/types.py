@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from workbench_core import protocol as _p
 from workbench_core.protocol import (
@@ -86,6 +86,35 @@ class Datum(_p.Datum):
         return data
 
 
+class ForwardBackwardOutput(_p.ForwardBackwardResponse):
+    """A ``forward_backward`` result in Tinker's shape as well as the wire one.
+
+    ``loss`` is the server's weighted mean; ``metrics`` adds ``loss:mean`` and ``loss:sum``
+    (the weighted sum of negative log-likelihoods, which Tinker scripts read), and
+    ``loss_fn_outputs[i]["logprobs"]`` is the target-token log-probabilities of datum ``i``.
+    """
+
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def loss_fn_outputs(self) -> list[dict[str, list[float]]]:
+        return [{"logprobs": lp} for lp in self.logprobs]
+
+    @classmethod
+    def from_response(
+        cls, resp: _p.ForwardBackwardResponse, data: Iterable[_p.Datum]
+    ) -> ForwardBackwardOutput:
+        """Add Tinker's metrics, computed from the per-token logprobs and the data's weights."""
+        total = 0.0
+        for datum, lps in zip(data, resp.logprobs, strict=False):
+            weights = datum.loss_fn_inputs.weights or [1.0] * len(lps)
+            total -= sum(w * lp for w, lp in zip(weights, lps, strict=False))
+        metrics = {"loss:mean": resp.loss}
+        if resp.logprobs:
+            metrics["loss:sum"] = total
+        return cls(loss=resp.loss, logprobs=resp.logprobs, metrics=metrics)
+
+
 __all__ = [
     "AdamParams",
     "Capabilities",
@@ -93,6 +122,7 @@ __all__ = [
     "Checkpoint",
     "Datum",
     "EncodedTextChunk",
+    "ForwardBackwardOutput",
     "LossFnInputs",
     "ModelInfo",
     "ModelInput",

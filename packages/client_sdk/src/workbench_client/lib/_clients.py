@@ -27,7 +27,6 @@ from workbench_core.protocol import (
     AdamParams,
     Capabilities,
     Checkpoint,
-    ForwardBackwardResponse,
     LoadCheckpointResponse,
     ModelInput,
     OptimStepResponse,
@@ -38,7 +37,7 @@ from workbench_core.protocol import (
 )
 
 from .._client import AsyncWorkbench, Workbench
-from ..types import Datum
+from ..types import Datum, ForwardBackwardOutput
 from ._futures import APIFuture
 from ._retry_handler import RetryConfig, RetryHandler
 from ._tokenizer import Tokenizer
@@ -207,23 +206,23 @@ class TrainingClient(_Base):
 
     def forward_backward(
         self, data: Sequence[Datum | dict[str, Any]], loss_fn: str = "cross_entropy"
-    ) -> APIFuture[ForwardBackwardResponse]:
-        """Accumulate gradients of ``loss_fn`` over ``data``; resolves to the loss."""
+    ) -> APIFuture[ForwardBackwardOutput]:
+        """Accumulate gradients of ``loss_fn`` over ``data``; resolves to the loss and logprobs."""
         items = [d if isinstance(d, Datum) else Datum.model_validate(d) for d in data]
         key = self._wb.new_idempotency_key()
 
-        async def go() -> ForwardBackwardResponse:
-            out = await self._wb.training.forward_backward(
+        async def go() -> ForwardBackwardOutput:
+            resp = await self._wb.training.forward_backward(
                 self.run_id, items, loss_fn, idempotency_key=key
             )
-            self._steps.record_loss(out.loss)
-            return out
+            self._steps.record_loss(resp.loss)
+            return ForwardBackwardOutput.from_response(resp, items)
 
         return self._ordered(go)
 
     async def forward_backward_async(
         self, data: Sequence[Datum | dict[str, Any]], loss_fn: str = "cross_entropy"
-    ) -> APIFuture[ForwardBackwardResponse]:
+    ) -> APIFuture[ForwardBackwardOutput]:
         """Async ``forward_backward``: submits, returns the future (``await`` it for the result)."""
         return self.forward_backward(data, loss_fn)
 
