@@ -124,19 +124,15 @@ _QWEN_SPECIALS = [
 
 def models_dir() -> Path:
     """Where presets live: ``WORKBENCH_MODELS_DIR``, else ``WORKBENCH_HOME/models``."""
-    explicit = os.environ.get("WORKBENCH_MODELS_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    return _workbench_home() / "models"
+    from workbench_core.config import models_dir as core_models_dir
+
+    return Path(core_models_dir(create=False))
 
 
 def _workbench_home() -> Path:
-    try:
-        from workbench_core.config import workbench_home
+    from workbench_core.config import workbench_home
 
-        return Path(workbench_home())
-    except ImportError:  # core's config module not present: same convention by hand
-        return Path(os.environ.get("WORKBENCH_HOME", "~/.workbench")).expanduser()
+    return Path(workbench_home(create=False))
 
 
 def is_preset(name: str) -> bool:

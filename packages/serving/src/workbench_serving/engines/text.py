@@ -534,20 +534,26 @@ class TextEngine:
                 gen.manual_seed(row_seed(seed, j))
                 rows.append(_Row(item_index, j, item, gen, stop_ids))
 
+        # Prefill each prompt once; its num_samples rows then share that prefix in the cache.
         pad_id = int(self.tokenizer.pad_token_id)
-        lengths = [len(r.item.prompt_tokens) for r in rows]
+        lengths = [len(item.prompt_tokens) for item in items]
         width = max(lengths)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for b, r in enumerate(rows):
+        input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for b, item in enumerate(items):
             n = lengths[b]
-            input_ids[b, width - n :] = torch.tensor(r.item.prompt_tokens, dtype=torch.long)
+            input_ids[b, width - n :] = torch.tensor(item.prompt_tokens, dtype=torch.long)
             mask[b, width - n :] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
 
         out = self._forward(model, input_ids=input_ids, attention_mask=mask, position_ids=positions)
         cache = out.past_key_values
+        logits_now = out.logits[:, -1, :]
+        if len(rows) > len(items):
+            expand = torch.tensor([r.item_index for r in rows], dtype=torch.long, device=device)
+            cache.batch_select_indices(expand)
+            mask, positions, logits_now = mask[expand], positions[expand], logits_now[expand]
         next_pos = positions[:, -1:] + 1
         max_steps = max(r.item.max_tokens for r in rows)
         live = list(rows)  # rows still in the batch, in cache order
@@ -555,7 +561,7 @@ class TextEngine:
             for r in live:  # cancellation is honoured between steps
                 if not r.finished and _is_cancelled(r.item.cancel):
                     self._finish(r, "cancelled")
-            logits = out.logits[:, -1, :].float()
+            logits = logits_now.float()
             logprobs = torch.log_softmax(logits, dim=-1)
             next_tokens: list[int] = []
             for b, r in enumerate(live):
@@ -585,6 +591,7 @@ class TextEngine:
                 past_key_values=cache,
             )
             cache = out.past_key_values
+            logits_now = out.logits[:, -1, :]
             next_pos = next_pos + 1
         for r in rows:
             if not r.finished:
