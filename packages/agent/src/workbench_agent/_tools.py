@@ -353,6 +353,8 @@ class ToolResult:
 
 
 def _jsonable(value: Any) -> Any:
+    if value is None or type(value) in (str, int, float, bool):
+        return value
     try:
         json.dumps(value)
         return value
@@ -401,7 +403,7 @@ class ToolRunner:
             attempts += 1
             if token is not None:
                 token.checkpoint()
-            return await self._attempt(spec, kwargs)
+            return await self._attempt(spec, kwargs, token)
 
         try:
             async with cancel_scope(token):
@@ -472,15 +474,13 @@ class ToolRunner:
         )
         return result
 
-    async def _attempt(self, spec: ToolSpec, kwargs: dict[str, Any]) -> Any:
+    async def _attempt(
+        self, spec: ToolSpec, kwargs: dict[str, Any], token: CancelToken | None
+    ) -> Any:
         if spec.is_async:
             if spec.timeout is None:
                 return await spec.fn(**kwargs)
-            try:
-                async with asyncio.timeout(spec.timeout):
-                    return await spec.fn(**kwargs)
-            except TimeoutError:
-                raise ToolTimeout(f"tool {spec.name!r} timed out after {spec.timeout}s") from None
+            return await _with_timeout(spec, spec.fn(**kwargs), token)
         # A worker thread cannot be killed: on timeout or cancel we stop waiting for it, and a
         # tool that declares a CancelToken parameter can notice and stop itself.
         fut = asyncio.get_running_loop().run_in_executor(None, _call_kwargs, spec.fn, kwargs)
@@ -507,6 +507,38 @@ class ToolRunner:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+
+
+class _Deadline:
+    """Cancels a task when its time is up; cheaper than ``asyncio.timeout`` per tool call."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+
+    def __call__(self) -> None:
+        if not self.task.done():
+            self.fired = True
+            self.task.cancel("tool timeout")
+
+
+async def _with_timeout(spec: ToolSpec, coro: Awaitable[Any], token: CancelToken | None) -> Any:
+    task = asyncio.current_task()
+    assert task is not None and spec.timeout is not None
+    deadline = _Deadline(task)
+    handle = task.get_loop().call_later(spec.timeout, deadline)
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        # Our own timer (and not a cancelled run) interrupted the tool: that is a timeout.
+        if deadline.fired and not (token is not None and token.cancelled):
+            task.uncancel()
+            raise ToolTimeout(f"tool {spec.name!r} timed out after {spec.timeout}s") from None
+        raise
+    finally:
+        handle.cancel()
 
 
 def _call_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:

@@ -30,7 +30,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from workbench_core.sse import sse_stream
+from workbench_core.events import Subscription
+from workbench_core.sse import encode_event, sse_stream
 
 from ._messages import LLMClient
 from ._runtime import AgentRuntime, AgentSettings, RunConflict, SessionNotFound
@@ -81,6 +82,29 @@ def _param_of(loc: Any) -> str:
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
     return ".".join(parts) or "body"
+
+
+class _Coalesced:
+    """Events as SSE bytes, one chunk per burst: every event already buffered when the client is
+    ready goes out in one write. A token stream publishes faster than one HTTP chunk per event
+    can be sent; coalescing keeps the wire up with it. Heartbeats and closing stay with core's
+    ``sse_stream``.
+    """
+
+    def __init__(self, subscription: Subscription) -> None:
+        self._sub = subscription
+
+    def __aiter__(self) -> _Coalesced:
+        return self
+
+    async def __anext__(self) -> bytes:
+        first = await self._sub.next()  # StopAsyncIteration when the topic closes
+        if first is None:  # pragma: no cover - no timeout given, so never None
+            return b""
+        return b"".join([encode_event(first), *map(encode_event, self._sub.drain())])
+
+    async def aclose(self) -> None:
+        await self._sub.aclose()
 
 
 def create_app(
@@ -251,7 +275,7 @@ def create_app(
                 )
         subscription = rt.bus.subscribe(session.topic, last_seq=last_seq)
         return StreamingResponse(
-            sse_stream(subscription, heartbeat=settings.heartbeat),
+            sse_stream(_Coalesced(subscription), heartbeat=settings.heartbeat),
             media_type="text/event-stream; charset=utf-8",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
