@@ -439,3 +439,30 @@ def test_connects_with_a_key_from_the_ssh_agent(sshd, tmp_path, monkeypatch):
     finally:
         agent.terminate()
         agent.wait(10)
+
+
+@pytest.mark.slow
+def test_reconnect_restarts_a_remote_viewer_that_died(sshd, tmp_path):
+    import signal
+
+    remote_home = tmp_path / "remote-home"
+    remote_home.mkdir()
+    target = sshd.target(sshd.known_hosts(tmp_path / "kh"))
+    session = start_session(target, python=sys.executable, remote_home=str(remote_home))
+    try:
+        rec = session.record
+        assert rec is not None
+        old_pid = rec.remote_pid
+        os.kill(old_pid, signal.SIGKILL)  # the remote host is this machine
+        session.drop_connection()
+        deadline = time.monotonic() + 60
+        while rec.reconnects == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert rec.reconnects == 1 and rec.remote_pid != old_pid
+        assert _pid_alive(rec.remote_pid)
+        with httpx.Client(base_url=session.url, timeout=30) as c:
+            assert c.get("/healthz").json() == {"status": "ok"}
+    finally:
+        new_pid = session.record.remote_pid if session.record else None
+        session.stop()
+    assert new_pid is not None and not _pid_alive(new_pid)

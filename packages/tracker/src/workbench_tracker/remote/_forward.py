@@ -91,6 +91,9 @@ class PortForwarder:
             self._conns.add(pair)
         try:
             self._pump(conn, chan)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            # The SSH transport dropped (reconnect pending) or the browser went away.
+            log.debug("tunnel connection ended: %s", exc)
         finally:
             with self._lock:
                 self._conns.discard(pair)

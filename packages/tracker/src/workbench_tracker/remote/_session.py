@@ -86,6 +86,19 @@ def registry_dir() -> Path:
     return path
 
 
+def _alive(pid: int) -> str:
+    """Shell test that succeeds while ``pid`` runs; a zombie counts as gone.
+
+    ``kill -0`` alone succeeds for zombies, which linger on hosts (and containers) whose init
+    does not reap orphans, so the process state from ``ps`` decides when it is available.
+    """
+    return (
+        f"( if command -v ps >/dev/null 2>&1; then s=$(ps -o stat= -p {pid} 2>/dev/null | "
+        f'tr -d \' \'); [ -n "$s" ] && [ "${{s#Z}}" = "$s" ]; '
+        f"else kill -0 {pid} 2>/dev/null; fi )"
+    )
+
+
 def _remote_path(p: str) -> str:
     # "~/x" must expand on the remote side, so it stays outside the quotes.
     if p.startswith("~/"):
@@ -214,7 +227,7 @@ class RemoteSession:
         cmd = (
             # Background only the simple command, so $! is the viewer's own pid and the
             # channel closes at once (the viewer holds none of its stdio).
-            f"cd {quote(rdir)} || exit 1; {env_prefix} nohup {quote(python)} -m "
+            f"cd {quote(rdir)} || exit 1; rm -f {quote(port_file)}; {env_prefix} nohup {quote(python)} -m "
             f"workbench_tracker.remote._serve --host 127.0.0.1 --port 0 "
             f"--port-file {quote(port_file)} --heartbeat {quote(rdir)}/heartbeat "
             f"--heartbeat-timeout {self.heartbeat_timeout:g} "
@@ -228,7 +241,7 @@ class RemoteSession:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             status, out, _ = run_command(
-                self._client, f"cat {quote(port_file)} 2>/dev/null; kill -0 {pid} && echo alive"
+                self._client, f"cat {quote(port_file)} 2>/dev/null; {_alive(pid)} && echo alive"
             )
             lines = out.split()
             if lines and lines[0].isdigit():
@@ -245,10 +258,10 @@ class RemoteSession:
         if self._client is None:
             return False
         script = (
-            f"kill {pid} 2>/dev/null; i=0; while kill -0 {pid} 2>/dev/null; do "
+            f"kill {pid} 2>/dev/null; i=0; while {_alive(pid)}; do "
             f"i=$((i+1)); if [ $i -gt 100 ]; then kill -9 {pid}; sleep 0.2; break; fi; "
             "sleep 0.1; done; "
-            f"kill -0 {pid} 2>/dev/null && echo alive || echo gone"
+            f"{_alive(pid)} && echo alive || echo gone"
         )
         try:
             _, out, _ = run_command(self._client, script, timeout=30)
@@ -356,7 +369,7 @@ class RemoteSession:
             self._client.close()
         self._connect()
         assert self._client is not None
-        status, _, _ = run_command(self._client, f"kill -0 {self.record.remote_pid}")
+        status, _, _ = run_command(self._client, _alive(self.record.remote_pid))
         if status != 0:
             pid, rport, rdir = self._start_viewer(self.record.remote_python)
             self.record.remote_pid, self.record.remote_port, self.record.remote_dir = (
