@@ -154,6 +154,25 @@ def test_stop_string_truncates_text_before_it(engine: TextEngine) -> None:
     assert len(seq.tokens) <= len(greedy.tokens)
 
 
+def test_streamed_text_never_leaks_a_stop_string(engine: TextEngine) -> None:
+    prompt = engine.encode_text("The robot asked the baker what colour the sky should be")
+    greedy = run_one(engine, SampleItem(prompt, max_tokens=20, temperature=0.0)).sequences[0]
+    for start in range(2, min(10, len(greedy.text) - 3)):
+        stop = greedy.text[start : start + 3]
+        deltas: list[str] = []
+        item = SampleItem(
+            prompt,
+            max_tokens=20,
+            temperature=0.0,
+            stop=[stop],
+            on_token=lambda i, tok, text, sink=deltas: sink.append(text),
+        )
+        seq = run_one(engine, item).sequences[0]
+        assert seq.finish_reason == "stop"
+        assert seq.text == greedy.text[: greedy.text.find(stop)]
+        assert "".join(deltas) == seq.text
+
+
 def test_streaming_calls_back_in_order_and_the_deltas_add_up_to_the_text(
     engine: TextEngine, prompt: list[int]
 ) -> None:
