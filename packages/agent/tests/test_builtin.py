@@ -205,3 +205,62 @@ def completion_tokens(url: str) -> float:
         if line.startswith("workbench_tokens_total{") and 'kind="completion"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+async def test_default_app_serves_the_builtin_tools_and_logs_runs_to_the_tracker(
+    serving_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    import workbench_tracker as wt
+    from workbench_agent import create_app
+
+    from ._servers import serve
+
+    tracker = f"sqlite:///{tmp_path / 'default.db'}"
+    monkeypatch.setenv("WORKBENCH_TRACKER_URL", tracker)
+    llm = ScriptedLLM(
+        [
+            LLMResponse(
+                tool_calls=[
+                    ToolCall(name="sample_text", args={"prompt": "hi", "max_tokens": 3, "seed": 0})
+                ]
+            ),
+            lambda messages: "sampled: " + messages[-1].content[:40],
+        ]
+    )
+    app = create_app(llm=llm, base_url=serving_url)
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+            names = [t["name"] for t in (await c.get("/tools")).json()["tools"]]
+            assert names == sorted(
+                [
+                    "compare_runs",
+                    "describe_image",
+                    "finetune_status",
+                    "generate_image",
+                    "get_metrics",
+                    "sample_text",
+                    "search_runs",
+                    "start_finetune",
+                ]
+            )
+            sid = (await c.post("/sessions")).json()["id"]
+            run_id = (await c.post(f"/sessions/{sid}/runs", json={"prompt": "sample"})).json()["id"]
+            for _ in range(600):
+                run = (await c.get(f"/sessions/{sid}/runs/{run_id}")).json()
+                if "result" in run:
+                    break
+                await asyncio.sleep(0.05)
+    assert run["result"]["status"] == "done" and run["result"]["tool_calls"] == 1
+    assert '"model": "tiny-llama"' in run["result"]["final"]
+    (logged,) = wt.Api(tracker).runs("agent")
+    assert logged.name == run_id and logged.summary["status"] == "done"
+
+
+async def test_served_model_answers_a_run_without_tools(serving_url: str) -> None:
+    llm = ServedLLM(base_url=serving_url, max_tokens=6, seed=0)
+    history = [Message.system("Be brief."), Message.user("Say hello")]
+    result = await run_agent(llm, history, ToolRegistry())
+    assert result.status == "done" and result.final is not None
+    assert result.usage.output_tokens > 0 and history[-1].role == "assistant"

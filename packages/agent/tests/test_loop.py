@@ -309,3 +309,10 @@ async def test_non_streaming_mode_uses_generate() -> None:
     rec = Recorder()
     result = await run_agent(llm, [Message.user("x")], ToolRegistry(), emit=rec, stream=False)
     assert result.final == "hello" and "llm_delta" not in rec.types
+
+
+async def test_without_tools_a_json_less_model_answers_in_plain_text() -> None:
+    llm = ScriptedLLM(["just text"], supports_tools=False)
+    result = await run_agent(llm, [Message.user("hi")], ToolRegistry())
+    assert result.status == "done" and result.final == "just text"
+    assert all(m.role != "system" for m in llm.calls[0])  # no action protocol prompt

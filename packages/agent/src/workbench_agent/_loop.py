@@ -219,7 +219,8 @@ async def run_agent(
                 # 2. Decide: tool calls or a final answer.
                 calls = response.tool_calls
                 final: str | None = None
-                if native:
+                if native or not schemas:
+                    # Without tools there is nothing to choose between: the text is the answer.
                     if not calls:
                         final = response.text
                 else:

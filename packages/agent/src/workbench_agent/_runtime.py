@@ -352,5 +352,8 @@ class AgentRuntime:
         return await runner.run(ToolCall(name=name, args=args), CancelToken())
 
     async def aclose(self) -> None:
-        """Cancel every active run and wait for it (server shutdown)."""
+        """Cancel every active run and wait for it, then close the LLM (server shutdown)."""
         await self.tasks.shutdown()
+        aclose = getattr(self.llm, "aclose", None)
+        if aclose is not None:
+            await aclose()
