@@ -217,6 +217,18 @@ def test_remote_viewer_through_tunnel_then_reconnect_and_clean_stop(sshd, tmp_pa
                 f"/api/runs/{run_id}/series", params={"key": "loss", "method": "none"}
             ).json()
             assert series["steps"] == [0, 1, 2, 3, 4]
+            # WebSocket upgrade and frames both ways go through the same tunnel.
+            from websockets.sync.client import connect as ws_connect
+
+            ws_url = session.url.replace("http://", "ws://") + f"api/runs/{run_id}/ws"
+            with ws_connect(ws_url, open_timeout=30) as ws:
+                ws.send(json.dumps({"after": {"loss": 2}}))
+                kinds = set()
+                deadline = time.monotonic() + 30
+                while "points" not in kinds and time.monotonic() < deadline:
+                    msg = json.loads(ws.recv(timeout=30))
+                    kinds.add(msg["type"])
+                assert "status" in kinds and "points" in kinds
             files = session.list_files("")
             assert "tracker.db" in {f["name"] for f in files}
             with pytest.raises(ValueError, match="path"):
