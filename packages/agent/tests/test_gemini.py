@@ -141,3 +141,31 @@ async def test_react_loop_runs_native_function_calls_through_gemini() -> None:
         "name": "add",
         "response": {"result": 5},
     }
+
+
+async def test_cancel_mid_stream_closes_the_http_stream_to_the_server() -> None:
+    import asyncio
+
+    from workbench_core.cancel import CancelToken
+
+    chunks = [text_chunk(f"word{i} ") for i in range(50)]
+    fake = FakeGemini([chunks], chunk_delay=0.1)
+    with serve(fake.app) as url:
+        llm = _llm(url)
+        token = CancelToken()
+        events: list[str] = []
+
+        def emit(t: str, _d: dict[str, object]) -> None:
+            events.append(t)
+            if t == "llm_delta":
+                token.cancel("stop streaming")
+
+        result = await run_agent(
+            llm, [Message.user("long")], ToolRegistry(), emit=emit, token=token
+        )
+        assert result.status == "cancelled"
+        # The fake server's generator ends because the client went away, long before 50 chunks.
+        closed = await asyncio.to_thread(fake.stream_closed.wait, 3.0)
+        await llm.aclose()
+    assert closed
+    assert events.count("llm_delta") == 1 and events[-2:] == ["cancelled", "run_done"]
