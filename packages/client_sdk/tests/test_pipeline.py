@@ -190,3 +190,14 @@ def test_negative_max_retries_is_refused() -> None:
 def test_default_policy_follows_max_retries() -> None:
     wb = AsyncWorkbench(max_retries=2)
     assert wb.retry_policy == RetryPolicy(max_attempts=3)
+
+
+async def test_each_retry_is_logged_with_the_error_and_delay(
+    stub_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="workbench_client")
+    async with AsyncWorkbench(base_url=stub_url, retry_policy=FAST) as wb:
+        await wb._post("flaky?fail=1&code=503", body={}, cast_to=OptimStepResponse)
+    msgs = [r.getMessage() for r in caplog.records if r.name == "workbench_client"]
+    assert len(msgs) == 1
+    assert "POST" in msgs[0] and "attempt 1" in msgs[0] and "503" in msgs[0]

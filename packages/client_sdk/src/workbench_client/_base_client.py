@@ -10,6 +10,7 @@ once, in this module, for every endpoint.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -17,7 +18,13 @@ from typing import Any, TypeVar, cast, overload
 
 import httpx
 
-from workbench_core.retry import RetryDecision, RetryPolicy, parse_retry_after, retry_async
+from workbench_core.retry import (
+    RetryDecision,
+    RetryPolicy,
+    RetryState,
+    parse_retry_after,
+    retry_async,
+)
 from workbench_core.sse import ServerSentEvent, aiter_sse
 
 from ._errors import (
@@ -30,6 +37,8 @@ from ._errors import (
 )
 
 T = TypeVar("T")
+
+log = logging.getLogger("workbench_client")
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 API_PREFIX = "/api/v1"
@@ -253,6 +262,16 @@ class AsyncAPIClient:
                 stream=stream,
             )
 
+        def on_retry(state: RetryState) -> None:
+            log.info(
+                "retrying %s %s (attempt %d failed: %s) in %.3f s",
+                method,
+                url,
+                state.attempt,
+                state.exception,
+                state.delay,
+            )
+
         return cast(
             httpx.Response,
             await retry_async(
@@ -260,6 +279,7 @@ class AsyncAPIClient:
                 retry_policy or self.retry_policy,
                 classify=_classify,
                 sleep=self._sleep,
+                on_retry=on_retry,
             ),
         )
 
