@@ -57,7 +57,7 @@ def keyed_server(server_factory: Any) -> Iterator[Any]:
     settings = ServingSettings(
         models=["tiny-llama"], training_models=[], api_keys=["s3cret"], device="cpu"
     )
-    running = server_factory(settings, wait_ready=False)
+    running = server_factory(settings)
     yield running
     running.stop()
 

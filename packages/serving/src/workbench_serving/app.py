@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -79,12 +80,23 @@ def _device_of(engine: Any, fallback: str) -> str:
     return str(resolve_device(arg or fallback))
 
 
+# transformers' lazy module imports are not safe when two threads import the same model class at
+# once (seen as "cannot import name AutoModelForCausalLM"); two apps in one process (tests, the
+# dev server) would do exactly that, so loads are serialised process-wide.
+_LOAD_LOCK = threading.Lock()
+
+
+def _locked_load(engine: Any) -> None:
+    with _LOAD_LOCK:
+        engine.load()
+
+
 async def _load_all(st: ServingState) -> None:
-    """Load every engine in its device thread, one device at a time, sequentially per device."""
+    """Load every engine in its device thread, one after another."""
     served = [*st.models.values(), *([st.training] if st.training is not None else [])]
     for m in served:
         try:
-            await m.scheduler.worker.run(m.engine.load)
+            await m.scheduler.worker.run(_locked_load, m.engine)
             m.info = {}
             m.status = "ready"
             log.info("model %s (%s) ready", m.name, m.kind)
