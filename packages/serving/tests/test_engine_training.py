@@ -300,6 +300,80 @@ def test_bad_requests_name_the_field(trainer: TrainingEngine, datum: TrainingDat
     assert no_state.value.param == "with_optimizer"
 
 
+def test_importance_sampling_with_on_policy_logprobs_is_minus_mean_advantage(
+    trainer: TrainingEngine, text: TextEngine, datum: TrainingDatum
+) -> None:
+    run = trainer.create_run(rank=4, seed=12)
+    current = trainer.forward_backward(run, [datum]).logprobs[0]
+    for p in trainer.run_parameters(run):
+        p.grad = None
+    n = len(datum.tokens)
+    advantages = [1.0 if i % 2 else -0.5 for i in range(n)]
+    rl = TrainingDatum(datum.tokens, datum.target_tokens, datum.weights, current, advantages)
+    res = trainer.forward_backward(run, [rl], loss_fn="importance_sampling")
+    assert res.loss == pytest.approx(-sum(advantages) / n, abs=1e-5)
+
+
+def test_positive_advantage_steps_make_the_sequence_more_likely(
+    trainer: TrainingEngine, datum: TrainingDatum
+) -> None:
+    run = trainer.create_run(rank=4, seed=13)
+    before = sum(trainer.forward_backward(run, [datum]).logprobs[0])
+    for p in trainer.run_parameters(run):
+        p.grad = None
+    for _ in range(3):
+        current = trainer.forward_backward(run, [datum]).logprobs[0]
+        for p in trainer.run_parameters(run):
+            p.grad = None
+        rl = TrainingDatum(
+            datum.tokens, datum.target_tokens, datum.weights, current, [1.0] * len(current)
+        )
+        trainer.forward_backward(run, [rl], loss_fn="importance_sampling")
+        trainer.optim_step(run, LR)
+    after = sum(trainer.forward_backward(run, [datum]).logprobs[0])
+    assert after > before
+
+
+def test_ppo_gives_no_gradient_where_the_ratio_is_clipped(
+    trainer: TrainingEngine, datum: TrainingDatum
+) -> None:
+    run = trainer.create_run(rank=4, seed=14)
+    train(trainer, run, datum, 1)  # make LoRA B non-zero so every LoRA parameter gets grads
+    current = trainer.forward_backward(run, [datum]).logprobs[0]
+    for p in trainer.run_parameters(run):
+        p.grad = None
+    n = len(current)
+    # The sampler found every token far less likely (ratio >> 1 + clip) and the advantage is
+    # positive: PPO's clipped objective is flat there.
+    clipped = TrainingDatum(
+        datum.tokens, datum.target_tokens, datum.weights, [c - 5.0 for c in current], [1.0] * n
+    )
+    trainer.forward_backward(run, [clipped], loss_fn="ppo")
+    grads = [p.grad for p in trainer.run_parameters(run)]
+    assert all(g is None or float(g.abs().max()) == 0.0 for g in grads)
+    # Inside the clip range the same data has a gradient.
+    inside = TrainingDatum(datum.tokens, datum.target_tokens, datum.weights, current, [1.0] * n)
+    trainer.forward_backward(run, [inside], loss_fn="ppo")
+    assert any(
+        p.grad is not None and float(p.grad.abs().max()) > 0 for p in trainer.run_parameters(run)
+    )
+
+
+def test_policy_losses_need_logprobs_and_advantages(
+    trainer: TrainingEngine, datum: TrainingDatum
+) -> None:
+    run = trainer.create_run(rank=2, seed=15)
+    with pytest.raises(EngineError) as info:
+        trainer.forward_backward(run, [datum], loss_fn="importance_sampling")
+    assert info.value.param == "data[0].logprobs"
+    short = TrainingDatum(
+        datum.tokens, datum.target_tokens, datum.weights, [0.0] * len(datum.tokens), [1.0]
+    )
+    with pytest.raises(EngineError) as info:
+        trainer.forward_backward(run, [short], loss_fn="ppo")
+    assert info.value.param == "data[0].advantages"
+
+
 def test_describe_names_the_base_model(trainer: TrainingEngine) -> None:
     info = trainer.describe()
     assert info["kind"] == "training"

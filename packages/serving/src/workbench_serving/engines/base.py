@@ -171,6 +171,10 @@ class TrainingDatum:
     tokens: list[int]
     target_tokens: list[int]
     weights: list[float]
+    # For the policy-gradient losses ("importance_sampling", "ppo"): the sampler's logprob of
+    # each target token and its advantage, both aligned with target_tokens.
+    logprobs: list[float] | None = None
+    advantages: list[float] | None = None
 
 
 @dataclass
@@ -185,7 +189,7 @@ class AdamParams:
 
 @dataclass
 class ForwardBackwardResult:
-    loss: float  # sum(weights * -logprob) / sum(weights)
+    loss: float  # weighted mean of the per-token loss: sum(w * loss_i) / sum(w)
     logprobs: list[list[float]]  # per datum, per position: logprob of target_tokens[i]
     num_tokens: int  # positions with non-zero weight
 

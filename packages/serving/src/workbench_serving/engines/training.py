@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 __all__ = ["TrainingEngine", "checkpoint_model_name", "checkpoints_dir"]
 
 MAX_RANK = 256
-LOSS_FNS = ("cross_entropy",)
+LOSS_FNS = ("cross_entropy", "importance_sampling", "ppo")
+PPO_CLIP = 0.2
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _META = "workbench_checkpoint.json"
 
@@ -101,10 +102,13 @@ def _as_datum(raw: Any, index: int) -> TrainingDatum:
         return raw
     if isinstance(raw, dict):
         try:
+            logprobs, advantages = raw.get("logprobs"), raw.get("advantages")
             return TrainingDatum(
                 tokens=list(raw["tokens"]),
                 target_tokens=list(raw["target_tokens"]),
                 weights=[float(w) for w in raw["weights"]],
+                logprobs=[float(x) for x in logprobs] if logprobs is not None else None,
+                advantages=[float(x) for x in advantages] if advantages is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EngineError(
@@ -325,7 +329,9 @@ class TrainingEngine:
 
     # ------------------------------------------------------------ training
 
-    def _validate_data(self, data: Sequence[Any]) -> list[TrainingDatum]:
+    def _validate_data(
+        self, data: Sequence[Any], loss_fn: str = "cross_entropy"
+    ) -> list[TrainingDatum]:
         if not isinstance(data, list | tuple) or not data:
             raise EngineError("data must be a non-empty list of datums", param="data")
         text = self.text
@@ -358,6 +364,19 @@ class TrainingEngine:
                 raise EngineError(
                     f"data[{i}].weights must be finite and >= 0", param=f"data[{i}].weights"
                 )
+            if loss_fn != "cross_entropy":
+                for field_name in ("logprobs", "advantages"):
+                    values = getattr(d, field_name)
+                    if values is None or len(values) != n:
+                        raise EngineError(
+                            f"loss_fn {loss_fn!r} needs data[{i}].{field_name} with {n} entries",
+                            param=f"data[{i}].{field_name}",
+                        )
+                    if any(not math.isfinite(v) for v in values):
+                        raise EngineError(
+                            f"data[{i}].{field_name} must be finite",
+                            param=f"data[{i}].{field_name}",
+                        )
             out.append(d)
         if sum(sum(d.weights) for d in out) <= 0:
             raise EngineError("the weights of data sum to zero", param="data")
@@ -366,10 +385,18 @@ class TrainingEngine:
     def forward_backward(
         self, run_id: str, data: Sequence[Any], loss_fn: str = "cross_entropy"
     ) -> ForwardBackwardResult:
-        """Accumulate gradients of the weighted cross-entropy of ``data`` for run ``run_id``.
+        """Accumulate gradients of ``loss_fn`` over ``data`` for run ``run_id``.
 
-        Loss = ``sum_i w_i * -log p(target_i | tokens[: i + 1]) / sum_i w_i`` over every
-        position of every datum. Gradients add up across calls until ``optim_step``.
+        Every loss is a weighted mean over all positions of all datums,
+        ``sum_i w_i * loss_i / sum_i w_i``, with ``lp_i = log p(target_i | tokens[: i + 1])``:
+
+        - ``cross_entropy``: ``loss_i = -lp_i`` (supervised fine-tuning).
+        - ``importance_sampling``: ``loss_i = -exp(lp_i - logprobs_i) * advantages_i``, the
+          off-policy REINFORCE estimator with the sampler's ``logprobs``.
+        - ``ppo``: ``loss_i = -min(r_i * A_i, clip(r_i, 1 - 0.2, 1 + 0.2) * A_i)`` with
+          ``r_i = exp(lp_i - logprobs_i)``.
+
+        Gradients add up across calls until ``optim_step``.
 
         Returns:
             The loss and, per datum, the logprob of each target token (before the update).
@@ -381,23 +408,39 @@ class TrainingEngine:
             raise EngineError(
                 f"loss_fn must be one of {', '.join(LOSS_FNS)}, not {loss_fn!r}", param="loss_fn"
             )
-        datums = self._validate_data(data)
+        datums = self._validate_data(data, loss_fn)
         text = self.text
         with text.lock, torch.enable_grad(), text.using_adapter(run_id) as model:
             lp, lengths = text.score_tensor(
                 model, [d.tokens for d in datums], [d.target_tokens for d in datums]
             )
-            weights = torch.zeros_like(lp)
-            for b, d in enumerate(datums):
-                weights[b, : len(d.weights)] = torch.tensor(d.weights, dtype=lp.dtype)
-            total = weights.sum()
-            loss = -(lp * weights).sum() / total
+
+            def padded(rows: list[list[float]]) -> torch.Tensor:
+                out = torch.zeros_like(lp)
+                for b, row in enumerate(rows):
+                    out[b, : len(row)] = torch.tensor(row, dtype=lp.dtype)
+                return out
+
+            weights = padded([d.weights for d in datums])
+            if loss_fn == "cross_entropy":
+                per_token = -lp
+            else:
+                old = padded([d.logprobs or [] for d in datums])
+                adv = padded([d.advantages or [] for d in datums])
+                ratio = torch.exp(lp - old)
+                objective = ratio * adv
+                if loss_fn == "ppo":
+                    clipped = torch.clamp(ratio, 1.0 - PPO_CLIP, 1.0 + PPO_CLIP) * adv
+                    objective = torch.minimum(objective, clipped)
+                per_token = -objective
+            loss = (per_token * weights).sum() / weights.sum()
             loss.backward()
-        run.pending_tokens += int((weights > 0).sum())
+        counted = int((weights > 0).sum())
+        run.pending_tokens += counted
         return ForwardBackwardResult(
             loss=float(loss.detach()),
             logprobs=[lp[b, :n].detach().tolist() for b, n in enumerate(lengths)],
-            num_tokens=int((weights > 0).sum()),
+            num_tokens=counted,
         )
 
     def optim_step(self, run_id: str, adam_params: Any = None) -> int:
