@@ -109,3 +109,14 @@ async def test_a_cancelled_waiter_does_not_block_later_tickets() -> None:
     assert await a == "first"
     assert await c == "x"
     assert b.cancelled()
+
+
+def test_a_stopped_loop_thread_is_reported_as_such_not_as_a_deadlock() -> None:
+    from workbench_core.aio import LoopThreadError
+
+    lt = LoopThread("short-lived")
+    lt.start()
+    wb = wc.Workbench(base_url="http://127.0.0.1:9", loop_thread=lt)
+    lt.stop()
+    with pytest.raises(LoopThreadError, match="stopped"):
+        wb.service.health()

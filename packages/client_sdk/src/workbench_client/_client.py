@@ -14,7 +14,7 @@ import functools
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
-from workbench_core.aio import LoopThread, LoopThreadError, get_loop_thread
+from workbench_core.aio import LoopThread, get_loop_thread
 
 from ._base_client import AsyncAPIClient
 from ._errors import SyncInAsyncContextError
@@ -73,10 +73,9 @@ class Runner:
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the loop thread and wait for its result."""
         self._check(coro)
-        try:
-            return self.loop_thread.run(coro, timeout=timeout)
-        except LoopThreadError as exc:
-            raise SyncInAsyncContextError(str(exc)) from exc
+        # A LoopThreadError from here on means the loop was stopped (e.g. at interpreter exit);
+        # it propagates as is: it is not a deadlock.
+        return self.loop_thread.run(coro, timeout=timeout)
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the loop thread without waiting."""
