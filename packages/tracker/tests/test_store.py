@@ -194,3 +194,26 @@ def test_run_ids_with_quotes_and_placeholders_are_stored_verbatim(store: Store) 
     store.log_metrics(odd, [("x", 0, 1.0, 0.0), ("x", 1, 2.0, 0.0)])
     assert store.metric_series(odd, "x").values == [1.0, 2.0]
     assert store.metric_keys(odd)["x"]["count"] == 2
+
+
+def test_long_series_downsample_from_block_summaries_across_batches(store: Store) -> None:
+    _run(store, "blocks")
+    n = 30_000
+    values = [math.sin(s / 500.0) for s in range(n)]
+    values[777] = -40.0  # a dip and a spike inside one block, logged in different batches
+    values[900] = 55.0
+    values[20_000] = math.nan
+    rows = [("y", s, v, 1000.0 + s) for s, v in enumerate(values)]
+    store.log_metrics("blocks", rows[:800])  # the batch boundary splits block 3 (768..1023)
+    store.log_metrics("blocks", rows[800:])
+    for method in ("lttb", "minmax"):
+        s = store.metric_series_downsampled("blocks", "y", points=100, method=method)
+        assert len(s) <= 110, (method, len(s))
+        assert s.steps[0] == 0 and s.steps[-1] == n - 1
+        assert s.steps == sorted(s.steps) and len(set(s.steps)) == len(s.steps)
+        got = dict(zip(s.steps, s.values, strict=True))
+        assert got.get(900) == 55.0 and got.get(777) == -40.0, method
+        assert 20_000 in got and math.isnan(got[20_000]), method
+        for step, value in got.items():  # every point is a real logged point
+            assert value == values[step] or (math.isnan(value) and math.isnan(values[step]))
+        assert s.times[0] == 1000.0 and s.times[-1] == 1000.0 + n - 1

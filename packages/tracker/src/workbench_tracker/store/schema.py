@@ -40,10 +40,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "BLOCK_STEPS",
     "Alert",
     "Base",
     "Media",
     "Metric",
+    "MetricBlock",
     "MetricKey",
     "Project",
     "Run",
@@ -122,6 +124,37 @@ class MetricKey(Base):
     last_step: Mapped[int] = mapped_column(BigInteger, default=0)
     last_value: Mapped[float | None] = mapped_column(Double, nullable=True)
     updated_at: Mapped[float] = mapped_column(Double, default=0.0)
+
+
+BLOCK_STEPS = 256
+"""Steps per ``metric_blocks`` row (a block covers steps [b * 256, b * 256 + 255])."""
+
+
+class MetricBlock(Base):
+    """A summary of one key's points in a range of ``BLOCK_STEPS`` steps, kept by the writer.
+
+    First, last, min and max are real logged points (step and value), so a downsampled read of
+    a long series can pick its candidates from ~4 points per block instead of scanning every
+    row: a million points become ~16k candidates read from ~4k rows. NaN values are counted,
+    not summarised; a block with NaNs has them fetched by step range at read time.
+    """
+
+    __tablename__ = "metric_blocks"
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    block: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    nan_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_step: Mapped[int] = mapped_column(BigInteger)
+    first_value: Mapped[float | None] = mapped_column(Double, nullable=True)
+    first_time: Mapped[float] = mapped_column(Double)
+    last_step: Mapped[int] = mapped_column(BigInteger)
+    last_value: Mapped[float | None] = mapped_column(Double, nullable=True)
+    last_time: Mapped[float] = mapped_column(Double)
+    min_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    min_value: Mapped[float | None] = mapped_column(Double, nullable=True)
+    max_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_value: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class Media(Base):
