@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from workbench_agent import GeminiLLM, Message, ToolCall, ToolRegistry, run_agent, tool
@@ -14,8 +12,19 @@ from ._servers import FakeGemini, call_chunk, serve, text_chunk
 FAST = RetryPolicy(max_attempts=4, initial_delay=0.01, max_delay=0.05, jitter=0.0)
 
 
-def _llm(url: str, **kw: object) -> GeminiLLM:
-    return GeminiLLM("gemini-fake", api_key="test-key", base_url=url, retry=FAST, **kw)  # type: ignore[arg-type]
+def _llm(url: str, sleeps: list[float] | None = None, **kw: object) -> GeminiLLM:
+    async def record(delay: float) -> None:
+        if sleeps is not None:
+            sleeps.append(delay)
+
+    return GeminiLLM(
+        "gemini-fake",
+        api_key="test-key",
+        base_url=url,
+        retry=FAST,
+        sleep=record,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 async def test_generate_maps_roles_system_instruction_tools_and_max_tokens() -> None:
@@ -79,29 +88,30 @@ async def test_429_then_success_is_retried_honouring_retry_info() -> None:
     }
     fake = FakeGemini([{"status": 429, "body": error}, text_chunk("ok", finish="STOP")])
     with serve(fake.app) as url:
-        llm = _llm(url)
-        t0 = time.monotonic()
+        sleeps: list[float] = []
+        llm = _llm(url, sleeps)
         out = await llm.generate([Message.user("x")])
-        waited = time.monotonic() - t0
         await llm.aclose()
     assert out.text == "ok"
     assert len(fake.requests) == 2
-    assert waited >= 0.3  # the server's hint, not the 0.01 s policy backoff
+    assert sleeps == [0.3]  # the server's hint, not the 0.01 s policy backoff
 
 
 async def test_503_with_retry_after_header_then_stream_succeeds() -> None:
     unavailable = {
         "status": 503,
-        "headers": {"Retry-After": "0"},
+        "headers": {"Retry-After": "2"},
         "body": {"error": {"code": 503, "message": "busy", "status": "UNAVAILABLE"}},
     }
     fake = FakeGemini([unavailable, [text_chunk("fine", finish="STOP")]])
     with serve(fake.app) as url:
-        llm = _llm(url)
+        sleeps: list[float] = []
+        llm = _llm(url, sleeps)
         deltas = [d async for d in llm.stream([Message.user("x")])]
         await llm.aclose()
     assert "".join(d.text for d in deltas) == "fine"
     assert len(fake.requests) == 2
+    assert sleeps == [2.0]  # Retry-After header
 
 
 async def test_400_is_not_retried() -> None:

@@ -116,7 +116,7 @@ async def test_async_tool_timeout_is_reported_as_tool_error() -> None:
     events, emit = recorder()
     result = await ToolRunner(ToolRegistry([hang]), emit=emit).run(ToolCall(name="hang"))
     assert not result.ok and "timed out after 0.05s" in (result.error or "")
-    assert events[-1][0] == "tool_error" and events[-1][1]["duration_ms"] >= 50
+    assert events[-1][0] == "tool_error" and "duration_ms" in events[-1][1]
 
 
 async def test_sync_tool_timeout_stops_waiting_for_the_thread() -> None:

@@ -14,10 +14,11 @@ Why these choices:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from workbench_core.retry import RetryDecision, RetryPolicy, parse_retry_after, retry_async
@@ -68,6 +69,7 @@ class GeminiLLM:
         temperature: sampling temperature, None for the model's default.
         retry: core's policy for 429/503.
         timeout: per-request timeout in seconds.
+        sleep: the backoff's sleep (tests record the delays instead of waiting).
     """
 
     supports_tools = True
@@ -82,6 +84,7 @@ class GeminiLLM:
         temperature: float | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 120.0,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         import httpx
         from google import genai
@@ -95,6 +98,7 @@ class GeminiLLM:
         self.temperature = temperature
         self.retry = retry or RetryPolicy(max_attempts=4, initial_delay=0.5, max_delay=8.0)
         self._types = types
+        self._sleep = sleep
         self._http = httpx.AsyncClient(timeout=timeout)
         options = types.HttpOptions(
             base_url=base_url,
@@ -211,7 +215,9 @@ class GeminiLLM:
                 model=self.model, contents=contents, config=config
             )
 
-        chunk = await retry_async(once, self.retry, classify=classify_gemini_error)
+        chunk = await retry_async(
+            once, self.retry, classify=classify_gemini_error, sleep=self._sleep
+        )
         d = self._delta(chunk)
         return LLMResponse(
             text=d.text,
@@ -242,7 +248,9 @@ class GeminiLLM:
                 raise
             return chunks, head
 
-        chunks, head = await retry_async(open_stream, self.retry, classify=classify_gemini_error)
+        chunks, head = await retry_async(
+            open_stream, self.retry, classify=classify_gemini_error, sleep=self._sleep
+        )
         try:
             if head is None:
                 return
