@@ -14,7 +14,9 @@ reader never sees a half-written model.
 Presets:
 
 - ``tiny-llama``: a 2-layer ``LlamaForCausalLM`` (hidden 64) with a ChatML-style chat template.
-- ``tiny-sd``: a ``StableDiffusionPipeline`` (UNet, VAE, CLIP text encoder, DDIM scheduler).
+- ``tiny-sd``: a ``StableDiffusionPipeline`` (UNet, VAE, CLIP text encoder, DDIM scheduler);
+  its tokenizer is the same byte-level BPE, padded to 77 tokens as CLIP's is, saved as a
+  ``PreTrainedTokenizerFast`` (the pipeline only calls the generic tokenizer API).
 - ``tiny-qwen-vl``: a ``Qwen2_5_VLForConditionalGeneration`` with its processor; the tokenizer
   carries ``<|vision_start|>``, ``<|image_pad|>``, ``<|vision_end|>`` ... at the ids the config
   names.
