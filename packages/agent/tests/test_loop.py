@@ -273,9 +273,8 @@ async def test_cancel_mid_tool_stops_every_pending_tool_in_order() -> None:
     llm = ScriptedLLM([calls(("slow", {"n": 1}), ("slow", {"n": 2})), "unreachable"])
     rec = Recorder()
     token = CancelToken()
-    task = asyncio.create_task(
-        run_agent(llm, [Message.user("x")], ToolRegistry([slow]), emit=rec, token=token)
-    )
+    history = [Message.user("x")]
+    task = asyncio.create_task(run_agent(llm, history, ToolRegistry([slow]), emit=rec, token=token))
     await asyncio.wait_for(both_started.wait(), 5)
     token.cancel("too slow")
     result = await asyncio.wait_for(task, 5)
@@ -292,6 +291,9 @@ async def test_cancel_mid_tool_stops_every_pending_tool_in_order() -> None:
         "run_done",
     ]
     assert llm.remaining == 1  # the model was not asked again
+    # Every call is answered, so the next run's conversation is valid for any provider.
+    assert [m.role for m in history[-2:]] == ["tool", "tool"]
+    assert json.loads(history[-1].content) == {"error": "cancelled: too slow"}
     # The task's cancel request was absorbed: the task can keep awaiting normally.
     await asyncio.sleep(0)
 

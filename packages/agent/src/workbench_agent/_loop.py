@@ -267,6 +267,7 @@ async def run_agent(
             return result
     except Cancelled as exc:
         result.status, result.reason = "cancelled", exc.reason
+        _close_open_calls(history, f"cancelled: {exc.reason}")
         emit("cancelled", {"reason": exc.reason, "step": result.steps})
         return result
     except ActionParseError as exc:
@@ -282,6 +283,25 @@ async def run_agent(
     finally:
         result.duration_s = time.perf_counter() - started
         emit("run_done", result.to_dict())
+
+
+def _close_open_calls(history: list[Message], error: str) -> None:
+    """Answer tool calls left without a result, so the history stays valid for the next run.
+
+    Providers reject a conversation in which a function call has no response (Gemini answers
+    400), and a run cancelled mid-tool leaves exactly that behind.
+    """
+    for i in range(len(history) - 1, -1, -1):
+        msg = history[i]
+        if msg.role == "assistant" and msg.tool_calls:
+            answered = {m.tool_call_id for m in history[i + 1 :] if m.role == "tool"}
+            content = json.dumps({"error": error}, ensure_ascii=False)
+            for call in msg.tool_calls:
+                if call.id not in answered:
+                    history.append(Message.tool(content, tool_call_id=call.id, name=call.name))
+            return
+        if msg.role == "user":
+            return
 
 
 async def _stream_reply(
