@@ -299,7 +299,10 @@ class AgentRuntime:
 
         async def work(handle: RunHandle) -> RunResult:
             emit = self.emitter(session, handle.id)
-            observer = self.observer(handle) if self.observer is not None else None
+            observer: RunObserver | None = None
+            if self.observer is not None:
+                # Opening a tracker run writes to its store: keep that off the event loop.
+                observer = await asyncio.to_thread(self.observer, handle)
             if observer is not None:
                 inner = emit
 
@@ -323,7 +326,7 @@ class AgentRuntime:
                 session.active = None
             if observer is not None:
                 try:
-                    observer.close(result)
+                    await asyncio.to_thread(observer.close, result)
                 except Exception:
                     pass
             return result
