@@ -120,3 +120,30 @@ def test_a_stopped_loop_thread_is_reported_as_such_not_as_a_deadlock() -> None:
     lt.stop()
     with pytest.raises(LoopThreadError, match="stopped"):
         wb.service.health()
+
+
+def test_every_sync_resource_method_mirrors_its_async_twin() -> None:
+    import inspect
+
+    from workbench_client import _resources as a
+    from workbench_client import _sync_resources as s
+
+    pairs = [
+        (a.ServiceResource, s.SyncServiceResource),
+        (a.ModelsResource, s.SyncModelsResource),
+        (a.SamplingResource, s.SyncSamplingResource),
+        (a.ImagesResource, s.SyncImagesResource),
+        (a.VisionResource, s.SyncVisionResource),
+        (a.TrainingResource, s.SyncTrainingResource),
+        (a.FuturesResource, s.SyncFuturesResource),
+    ]
+    for async_cls, sync_cls in pairs:
+        async_methods = {n for n, f in vars(async_cls).items() if inspect.iscoroutinefunction(f)}
+        sync_methods = {n for n, f in vars(sync_cls).items() if inspect.isfunction(f)}
+        assert async_methods == sync_methods, sync_cls
+        for name in async_methods:
+            pa = inspect.signature(getattr(async_cls, name)).parameters
+            ps = inspect.signature(getattr(sync_cls, name)).parameters
+            assert [(p.name, p.kind, p.default) for p in pa.values()] == [
+                (p.name, p.kind, p.default) for p in ps.values()
+            ], f"{sync_cls.__name__}.{name}"

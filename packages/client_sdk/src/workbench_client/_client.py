@@ -8,9 +8,7 @@ stay warm between calls, and any number of threads can share one ``Workbench``.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
-import functools
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -27,6 +25,15 @@ from ._resources import (
     ServiceResource,
     TrainingResource,
     VisionResource,
+)
+from ._sync_resources import (
+    SyncFuturesResource,
+    SyncImagesResource,
+    SyncModelsResource,
+    SyncSamplingResource,
+    SyncServiceResource,
+    SyncTrainingResource,
+    SyncVisionResource,
 )
 
 T = TypeVar("T")
@@ -109,32 +116,6 @@ class SyncSampleStream:
         return self._runner.run(self._stream.until_done())
 
 
-class SyncResource:
-    """Exposes every coroutine method of an async resource as a blocking method."""
-
-    def __init__(self, resource: Any, runner: Runner) -> None:
-        self._resource = resource
-        self._runner = runner
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._resource, name)
-        if not asyncio.iscoroutinefunction(attr):
-            return attr
-        runner = self._runner
-
-        @functools.wraps(attr)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            result = runner.run(attr(*args, **kwargs))
-            if isinstance(result, SampleStream):
-                return SyncSampleStream(result, runner)
-            return result
-
-        return call
-
-    def __dir__(self) -> list[str]:
-        return sorted(set(dir(self._resource)) | set(super().__dir__()))
-
-
 class Workbench:
     """The synchronous Workbench client: same resources and arguments as ``AsyncWorkbench``.
 
@@ -154,13 +135,14 @@ class Workbench:
             return AsyncWorkbench(**kwargs)
 
         self.async_client = self._runner.run(make())
-        self.service = SyncResource(self.async_client.service, self._runner)
-        self.models = SyncResource(self.async_client.models, self._runner)
-        self.sampling = SyncResource(self.async_client.sampling, self._runner)
-        self.images = SyncResource(self.async_client.images, self._runner)
-        self.vision = SyncResource(self.async_client.vision, self._runner)
-        self.training = SyncResource(self.async_client.training, self._runner)
-        self.futures = SyncResource(self.async_client.futures, self._runner)
+        wb, runner = self.async_client, self._runner
+        self.service = SyncServiceResource(wb.service, runner)
+        self.models = SyncModelsResource(wb.models, runner)
+        self.sampling = SyncSamplingResource(wb.sampling, runner)
+        self.images = SyncImagesResource(wb.images, runner)
+        self.vision = SyncVisionResource(wb.vision, runner)
+        self.training = SyncTrainingResource(wb.training, runner)
+        self.futures = SyncFuturesResource(wb.futures, runner)
 
     @property
     def runner(self) -> Runner:
@@ -182,4 +164,4 @@ class Workbench:
         self.close()
 
 
-__all__ = ["AsyncWorkbench", "Runner", "SyncResource", "SyncSampleStream", "Workbench"]
+__all__ = ["AsyncWorkbench", "Runner", "SyncSampleStream", "Workbench"]
