@@ -50,3 +50,21 @@ def test_unknown_dtype_is_a_value_error_listing_the_choices() -> None:
 def test_cuda_without_a_gpu_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="CUDA is not available"):
         resolve_device("cuda")
+
+
+def test_thread_setting_is_applied_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench_serving.engines import apply_thread_setting
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("WORKBENCH_TORCH_THREADS", raising=False)
+        assert apply_thread_setting() is None
+        assert torch.get_num_threads() == before
+        monkeypatch.setenv("WORKBENCH_TORCH_THREADS", "1")
+        assert apply_thread_setting() == 1
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("WORKBENCH_TORCH_THREADS", "zero")
+        with pytest.raises(ValueError, match="WORKBENCH_TORCH_THREADS"):
+            apply_thread_setting()
+    finally:
+        torch.set_num_threads(before)

@@ -4,7 +4,12 @@ Importing this package does not import torch; each engine imports its heavy libr
 loads.
 """
 
-from workbench_serving.engines._device import pick_device, resolve_device, resolve_dtype
+from workbench_serving.engines._device import (
+    apply_thread_setting,
+    pick_device,
+    resolve_device,
+    resolve_dtype,
+)
 from workbench_serving.engines.base import (
     AdamParams,
     CheckpointInfo,
@@ -59,6 +64,7 @@ __all__ = [
     "VisionEngine",
     "VisionItem",
     "VisionResult",
+    "apply_thread_setting",
     "checkpoint_model_name",
     "checkpoints_dir",
     "pick_device",

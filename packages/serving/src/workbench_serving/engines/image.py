@@ -17,7 +17,7 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench_serving.engines._device import pick_device
+from workbench_serving.engines._device import apply_thread_setting, pick_device
 from workbench_serving.engines.base import EngineError, EngineKind, ImageItem, ImageResult
 
 __all__ = ["ImageEngine"]
@@ -76,6 +76,7 @@ class ImageEngine:
             from workbench_serving.presets import resolve_model
 
             device, dtype = pick_device(self._device_arg, self._dtype_arg)
+            apply_thread_setting()
             path = resolve_model(self.source)
             with warnings.catch_warnings():
                 # diffusers >= 0.36 prefers ``dtype``; ``torch_dtype`` works in every version

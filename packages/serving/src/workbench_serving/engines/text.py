@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from workbench_serving.engines._device import pick_device
+from workbench_serving.engines._device import apply_thread_setting, pick_device
 from workbench_serving.engines.base import (
     EngineError,
     EngineKind,
@@ -180,6 +180,7 @@ class TextEngine:
             from workbench_serving.presets import resolve_model
 
             device, dtype = pick_device(self._device_arg, self._dtype_arg)
+            apply_thread_setting()
             path = resolve_model(self.source)
             tokenizer = AutoTokenizer.from_pretrained(path)
             model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)

@@ -20,7 +20,7 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench_serving.engines._device import pick_device
+from workbench_serving.engines._device import apply_thread_setting, pick_device
 from workbench_serving.engines.base import EngineError, EngineKind, VisionItem, VisionResult
 
 __all__ = ["VisionEngine"]
@@ -102,6 +102,7 @@ class VisionEngine:
             from workbench_serving.presets import resolve_model
 
             device, dtype = pick_device(self._device_arg, self._dtype_arg)
+            apply_thread_setting()
             path = resolve_model(self.source)
             processor = _load_processor(path)
             model: Any = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
