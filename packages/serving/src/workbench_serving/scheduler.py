@@ -125,9 +125,7 @@ class BatchScheduler:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
-        self._inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._inflight_batch: list[_Entry] = []
         self._avg_batch_s = 0.05
 
     # ------------------------------------------------------------------ lifecycle
@@ -156,6 +154,10 @@ class BatchScheduler:
     @property
     def queue_depth(self) -> int:
         return len(self._pending)
+
+    def inflight_entries(self) -> list[_Entry]:
+        """Entries handed to the device worker and not finished yet."""
+        return list(self._inflight_batch)
 
     # ------------------------------------------------------------------ submit
 
@@ -289,6 +291,7 @@ class BatchScheduler:
                 return [], []
             return live, self.engine.run_batch([e.item for e in live])
 
+        self._inflight_batch = batch
         try:
             live, results = await self.worker.run(work)
         except BaseException as exc:  # an engine crash fails the batch, never the collector
@@ -297,6 +300,8 @@ class BatchScheduler:
                 if not entry.future.done():
                     entry.future.set_exception(exc)
             return
+        finally:
+            self._inflight_batch = []
         elapsed = time.monotonic() - started
         self._avg_batch_s = 0.8 * self._avg_batch_s + 0.2 * elapsed
         live_ids = {id(e) for e in live}
