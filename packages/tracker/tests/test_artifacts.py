@@ -66,6 +66,8 @@ def test_use_artifact_materialises_content_and_records_lineage(setup):
     path = use_artifact(consumer, "ds:latest")
     assert (path / "a.txt").read_text() == "same bytes"
     assert (path / "sub" / "b.txt").read_text() == "same bytes"
+    assert sorted(p.name for p in path.iterdir()) == ["a.txt", "sub"]  # nothing of ours inside
+    assert use_artifact(consumer, "ds:v0") == path  # second use reuses the copy
     model = data / "a.txt"
     log_artifact(consumer, model, "model", "model")
     fpath = use_artifact(producer, "model")

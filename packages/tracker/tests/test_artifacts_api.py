@@ -61,6 +61,8 @@ def test_artifact_list_versions_download_and_lineage_over_http(live):
     edges = {(e["source"], e["kind"], e["target"]) for e in graph["edges"]}
     assert (f"run:{prep_id}", "produced", "artifact:dataset:v0") in edges
     assert ("artifact:dataset:v0", "used", f"run:{train_id}") in edges
+    names = {n["id"]: n.get("name") for n in graph["nodes"]}
+    assert names[f"run:{prep_id}"] == "prep" and names[f"run:{train_id}"] == "train"
 
 
 def test_delete_answers_409_while_used_and_404_for_unknown(live):

@@ -233,3 +233,48 @@ def test_cli_export_and_import_round_trip(tmp_path, monkeypatch):
         tracker, ["export", "--store", src, "--format", "archive", "-o", str(tmp_path / "b.zip")]
     )
     assert r.exit_code != 0 and "--project" in r.output
+
+
+def test_archive_handles_free_form_run_ids_and_refuses_missing_blobs(tmp_path, monkeypatch):
+    from workbench_tracker.exporting import RunRecord, write_run
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    eng = make_engine(tmp_path)
+    write_run(
+        eng, RunRecord(id="my run/1 ü", project="odd", name="odd", metrics=[("loss", 0, 1.0, 0.0)])
+    )
+    archive = tmp_path / "odd.zip"
+    export_project(eng, "odd", archive)
+    with zipfile.ZipFile(archive) as zf:
+        assert not [n for n in zf.namelist() if "my run" in n]
+    other = tmp_path / "other"
+    other.mkdir()
+    target = make_engine(other)
+    assert import_archive(target, archive)["imported"] == ["my run/1 ü"]
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.namelist():
+            data = src.read(item)
+            if item == "artifacts/index.json":
+                data = json.dumps(
+                    [
+                        {
+                            "name": "x",
+                            "type": "t",
+                            "version": 0,
+                            "kind": "file",
+                            "files": [{"path": "f", "sha256": "ab" * 32}],
+                        }
+                    ]
+                ).encode()
+            if item != "manifest.json":
+                dst.writestr(item, data)
+        manifest = json.loads(src.read("manifest.json"))
+        manifest["checksums"].pop("artifacts/index.json")
+        dst.writestr("manifest.json", json.dumps(manifest))
+    fresh_dir = tmp_path / "fresh"
+    fresh_dir.mkdir()
+    fresh = make_engine(fresh_dir)
+    with pytest.raises(ArchiveError, match="missing"):
+        import_archive(fresh, bad)
+    assert load_runs(fresh) == []  # validated before anything was written

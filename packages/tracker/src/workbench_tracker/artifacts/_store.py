@@ -439,7 +439,8 @@ class ArtifactStore:
             files = [(f.path, f.sha256) for f in rows]
             kind, version, digest = ver.kind, ver.version, ver.digest
         target = self.root / "materialized" / _dir_token(project) / name / f"v{version}"
-        marker = target / ".workbench-digest"
+        # The marker sits beside the copy, so the user's directory holds only their files.
+        marker = target.with_name(f".v{version}.digest")
         if not (marker.exists() and marker.read_text() == digest):
             tmp = target.with_name(f".tmp-{uuid.uuid4().hex}")
             for rel, sha in files:
@@ -447,7 +448,6 @@ class ArtifactStore:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(self.blob_path(sha), dest)
             tmp.mkdir(parents=True, exist_ok=True)
-            (tmp / ".workbench-digest").write_text(digest)
             if target.exists():
                 shutil.rmtree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -455,6 +455,7 @@ class ArtifactStore:
                 os.replace(tmp, target)
             except OSError:  # another process materialised it first
                 shutil.rmtree(tmp, ignore_errors=True)
+            marker.write_text(digest)
         if kind == "file" and files:
             return target / files[0][0]
         return target
@@ -634,6 +635,9 @@ class ArtifactStore:
                     edges.append({"source": rnode, "target": anode, "kind": "produced"})
                 else:
                     edges.append({"source": anode, "target": rnode, "kind": "used"})
+            run_ids = [n["run_id"] for n in nodes.values() if n["kind"] == "run"]
+            for rid, rname, rstatus in self._run_names(s, run_ids):
+                nodes[f"run:{rid}"].update(name=rname, status=rstatus)
             focus: str | None = None
             if run_id is not None:
                 focus = f"run:{run_id}"
@@ -658,6 +662,25 @@ class ArtifactStore:
             nodes = {k: v for k, v in nodes.items() if k in seen}
             edges = [e for e in edges if e["source"] in seen]
         return {"nodes": list(nodes.values()), "edges": edges}
+
+    @staticmethod
+    def _run_names(s: Session, run_ids: list[str]) -> list[tuple[str, str, str]]:
+        """(id, name, status) of the runs the tracker store knows (artifacts may outlive runs)."""
+        if not run_ids:
+            return []
+        try:
+            from workbench_tracker.store.schema import Run
+        except ImportError:  # pragma: no cover - the core schema always ships with extras
+            return []
+        out: list[tuple[str, str, str]] = []
+        for i in range(0, len(run_ids), 500):
+            out += [
+                (r.id, r.name, r.status)
+                for r in s.execute(
+                    select(Run.id, Run.name, Run.status).where(Run.id.in_(run_ids[i : i + 500]))
+                ).all()
+            ]
+        return out
 
     def file_path(self, project: str, ref: str, path: str | None = None) -> tuple[Path, str]:
         """Resolve one file of a version to its blob on disk and its download name.

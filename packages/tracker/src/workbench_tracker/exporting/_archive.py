@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shutil
 import tempfile
 import zipfile
@@ -45,6 +46,13 @@ __all__ = [
 
 ARCHIVE_FORMAT = "workbench-tracker-archive"
 _MAX_MEMBERS = 1_000_000
+
+
+def _member(run_id: str) -> str:
+    """Archive member stem for a run id (ids are free-form; member names must be plain)."""
+    if re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$", run_id):
+        return run_id
+    return "h-" + hashlib.sha256(run_id.encode()).hexdigest()[:32]
 
 
 class ArchiveError(ValueError):
@@ -99,8 +107,8 @@ def export_project(
             zf.writestr(name, data)
 
         for rec in runs:
-            put(f"runs/{rec.id}.json", json.dumps(rec.meta(), default=str).encode())
-            put(f"metrics/{rec.id}.parquet", _metrics_parquet(rec))
+            put(f"runs/{_member(rec.id)}.json", json.dumps(rec.meta(), default=str).encode())
+            put(f"metrics/{_member(rec.id)}.parquet", _metrics_parquet(rec))
         put("artifacts/index.json", json.dumps(artifacts, default=str).encode())
         blobs = {f["sha256"] for a in artifacts for f in a.get("files") or []}
         for sha in sorted(blobs):
@@ -186,8 +194,12 @@ def import_archive(
         id_map: dict[str, str] = {}
         records: list[RunRecord] = []
         for rid in manifest.get("runs", []):
-            validate_name(str(rid), "runs")
-            meta = json.loads(read(f"runs/{rid}.json"))
+            if not isinstance(rid, str) or not 0 < len(rid) <= 64:
+                raise ArchiveError(f"archive: run id {rid!r} in the manifest is invalid")
+            try:
+                meta = json.loads(read(f"runs/{_member(rid)}.json"))
+            except KeyError as exc:
+                raise ArchiveError(f"archive: run {rid!r} is listed but missing") from exc
             new_id = deterministic_run_id(target, rid) if remap_ids else rid
             id_map[rid] = new_id
             env = dict(meta.get("environment") or {})
@@ -206,23 +218,36 @@ def import_archive(
                     environment=env,
                     created_at=meta.get("created_at"),
                     finished_at=meta.get("finished_at"),
-                    metrics=_read_metrics(read(f"metrics/{rid}.parquet")),
+                    metrics=_read_metrics(read(f"metrics/{_member(rid)}.parquet")),
                 )
             )
+        artifacts = (
+            json.loads(read("artifacts/index.json")) if "artifacts/index.json" in names else []
+        )
+        members = set(names)
+        try:  # validate every artifact row before anything is written
+            for row in artifacts:
+                validate_name(str(row["name"]), "artifacts.name")
+                validate_name(str(row["type"]), "artifacts.type")
+                for f in row.get("files") or []:
+                    validate_relative_path(str(f["path"]), "artifacts.files.path")
+                    validate_name(str(f["sha256"]), "artifacts.files.sha256")
+                    if f"artifacts/blobs/{f['sha256']}" not in members:
+                        raise ArchiveError(f"archive: blob {f['sha256']} is missing")
+        except UnsafePathError as exc:
+            raise ArchiveError(f"archive: {exc}") from exc
+        except (KeyError, TypeError) as exc:
+            raise ArchiveError(f"archive: malformed artifacts/index.json ({exc})") from exc
         imported: list[str] = []
         skipped: list[str] = []
         for rec in records:
             (imported if write_run(engine, rec) else skipped).append(rec.id)
-        artifacts = (
-            json.loads(read("artifacts/index.json")) if "artifacts/index.json" in names else []
-        )
         store = ArtifactStore(engine, artifact_root)
         with tempfile.TemporaryDirectory() as tmp:
             blob_dir = Path(tmp)
             for row in sorted(artifacts, key=lambda r: (r["name"], r["version"])):
                 for f in row.get("files") or []:
                     sha = str(f["sha256"])
-                    validate_name(sha, "sha256")
                     dest = blob_dir / sha
                     if not dest.exists():
                         with zf.open(f"artifacts/blobs/{sha}") as src, dest.open("wb") as out:

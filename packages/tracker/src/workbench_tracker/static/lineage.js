@@ -104,7 +104,7 @@
   }
 
   function label(n) {
-    if (n.kind === "run") return `run ${n.run_id}`;
+    if (n.kind === "run") return n.name && n.name !== n.run_id ? `${n.name} (${n.run_id})` : `run ${n.run_id}`;
     return `${n.name}:${n.version}${n.aliases?.length ? " (" + n.aliases.join(",") + ")" : ""}`;
   }
 
