@@ -54,7 +54,7 @@ def make_runtime(script: list[Any]) -> AgentRuntime:
     return AgentRuntime(
         ScriptedLLM(script),
         ToolRegistry([add, wait_for_release]),
-        settings=AgentSettings(heartbeat=0.2, max_steps_limit=10),
+        settings=AgentSettings(heartbeat=0.2, max_steps_limit=10, max_prompt_chars=100),
     )
 
 
@@ -215,6 +215,8 @@ async def test_tools_are_listed_and_callable_directly(
         ("post", "/sessions/{sid}/runs", {"prompt": "x", "max_steps": 0}, 422, "max_steps"),
         ("post", "/sessions/{sid}/runs", {"prompt": "x", "max_steps": 11}, 422, "max_steps"),
         ("post", "/sessions/{sid}/runs", {"prompt": 5}, 422, "prompt"),
+        ("post", "/sessions/{sid}/runs", {"prompt": "长" * 101}, 422, "prompt"),
+        ("get", "/sessions/{sid}/events?since=-1", None, 422, "since"),
         ("post", "/sessions/nope/runs", {"prompt": "x"}, 404, "session_id"),
         ("get", "/sessions/nope/events", None, 404, "session_id"),
         ("post", "/sessions/{sid}/tools/nope", {"args": {}}, 404, "name"),
