@@ -170,3 +170,25 @@ def test_training_validation_names_the_field(server: Any) -> None:
         r = c.post(f"/api/v1/training/runs/{run['id']}/forward_backward", json=bad)
         assert r.status_code == 400
         assert r.json()["error"]["param"] == "data.0.loss_fn_inputs.target_tokens"
+
+
+@pytest.mark.slow
+def test_checkpoints_saved_earlier_are_served_after_a_restart(
+    server: Any, server_factory: Any, trained: dict[str, Any]
+) -> None:
+    from workbench_serving.settings import ServingSettings
+
+    name = trained["checkpoint"].model_name
+    restarted = server_factory(
+        ServingSettings(models=["tiny-llama"], training_models=["tiny-llama"], device="cpu")
+    )
+    try:
+        with restarted.client() as c:
+            ids = [m["id"] for m in c.get("/v1/models").json()["data"]]
+            assert name in ids
+            r = c.post(
+                "/v1/completions", json={"model": name, "prompt": "the quick", "max_tokens": 3}
+            )
+            assert r.status_code == 200, r.text
+    finally:
+        restarted.stop()

@@ -104,7 +104,43 @@ async def _load_all(st: ServingState) -> None:
             m.status = "error"
             m.error = f"{type(exc).__name__}: {exc}"
             log.exception("model %s failed to load", m.name)
+    if st.training is not None and st.training.status == "ready":
+        await _restore_checkpoints(st)
     st.update_gauges()
+
+
+async def _restore_checkpoints(st: ServingState) -> None:
+    """Serve the LoRA checkpoints saved by earlier processes (newest first, bounded)."""
+    from workbench_serving.api.state import Adapter
+    from workbench_serving.engines.training import read_checkpoint
+
+    assert st.training is not None
+    training = st.training
+    root = getattr(training.engine, "root", None)
+    if root is None or not root.is_dir():
+        return
+    found = []
+    for run_dir in root.iterdir():
+        if run_dir.is_dir():
+            for ck_dir in run_dir.iterdir():
+                info = read_checkpoint(ck_dir) if ck_dir.is_dir() else None
+                if info is not None:
+                    found.append(info)
+    found.sort(key=lambda i: i.created_at, reverse=True)
+    text = training.engine.text
+    for info in found[: st.settings.max_restored_checkpoints]:
+        try:
+            await training.scheduler.worker.run(text.load_adapter, info.model_name, info.path)
+        except Exception:
+            log.warning("could not restore checkpoint %s", info.model_name, exc_info=True)
+            continue
+        st.adapters[info.model_name] = Adapter(
+            model_name=info.model_name,
+            base_model=training.name,
+            run_id=info.run_id,
+            checkpoint=info.name,
+            path=info.path,
+        )
 
 
 def _register(st: ServingState, engines: list[tuple[str, Any]] | None) -> None:

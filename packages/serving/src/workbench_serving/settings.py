@@ -66,6 +66,8 @@ class ServingSettings(BaseSettings):
     max_images_per_request: int = Field(default=8, ge=1, le=64)
 
     max_training_runs: int = Field(default=16, ge=1)
+    # Checkpoints saved by earlier processes that are served again at start-up (newest first).
+    max_restored_checkpoints: int = Field(default=32, ge=0)
     max_ws_connections: int = Field(default=256, ge=1)
 
     _split = field_validator("models", "training_models", "api_keys", mode="before")(_split_csv)

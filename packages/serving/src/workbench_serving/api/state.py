@@ -78,7 +78,8 @@ class ServingState:
 
     def ready(self) -> bool:
         models = list(self.models.values()) + ([self.training] if self.training else [])
-        return bool(models) and all(m.status == "ready" for m in models)
+        loading = self.load_task is not None and not self.load_task.done()
+        return bool(models) and not loading and all(m.status == "ready" for m in models)
 
     def get_model(self, name: str, *, kinds: tuple[str, ...], param: str = "model") -> ServedModel:
         served = self.models.get(name)
