@@ -162,3 +162,41 @@ def test_forward_backward_output_has_tinkers_metrics_and_loss_fn_outputs(
     assert (
         out.metrics["loss:mean"] == out.loss == pytest.approx(expected_sum / sum(weights), rel=1e-4)
     )
+
+
+def test_every_high_level_method_has_an_async_variant() -> None:
+    import inspect
+
+    from workbench_client import SamplingClient
+
+    skip = {"close"}
+    for cls in (ServiceClient, TrainingClient, SamplingClient):
+        for name, fn in vars(cls).items():
+            if name.startswith("_") or name.endswith("_async") or name in skip:
+                continue
+            if not inspect.isfunction(fn):
+                continue
+            twin = getattr(cls, f"{name}_async", None)
+            assert twin is not None and inspect.iscoroutinefunction(twin), f"{cls.__name__}.{name}"
+
+
+async def test_async_variants_of_info_tokenizer_and_checkpoints(service: ServiceClient) -> None:
+    first = await service.create_lora_training_client_async(TEXT_MODEL, rank=2, seed=21)
+    training = await service.create_training_client_async(first.run_id)
+    tok = await training.get_tokenizer_async()
+    ids = tok.encode("async all the way")
+    datum = Datum(
+        model_input=ModelInput.from_ints(ids[:-1]), loss_fn_inputs={"target_tokens": ids[1:]}
+    )
+    await training.forward_backward_async([datum])
+    await training.optim_step_async(AdamParams(learning_rate=1e-2))
+    saved = await (await training.save_weights_for_sampler_async("a1"))
+    listed = await (await training.list_checkpoints_async())
+    info = await training.get_info_async()
+    assert info.id == first.run_id and info.step == 1
+    assert [c.name for c in listed] == [saved.name] == ["a1"]
+    sampler = await training.save_weights_and_get_sampling_client_async("a2")
+    out = await sampler.sample_async("async", 1, SamplingParams(max_tokens=2))
+    assert len(out.sequences) == 1
+    lps = await sampler.compute_logprobs_async(ids)
+    assert len(lps) == len(ids)

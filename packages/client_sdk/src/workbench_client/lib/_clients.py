@@ -291,24 +291,45 @@ class TrainingClient(_Base):
         return SamplingClient(self._holder, model_name)
 
     def list_checkpoints(self) -> APIFuture[list[Checkpoint]]:
-        return self._submit(lambda: self._wb.training.list_checkpoints(self.run_id))
+        """The run's checkpoints (after every call submitted before this one)."""
+        return self._ordered(lambda: self._wb.training.list_checkpoints(self.run_id))
+
+    async def list_checkpoints_async(self) -> APIFuture[list[Checkpoint]]:
+        return self.list_checkpoints()
 
     # ---------------------------------------------------------------- info
 
     def get_info(self) -> TrainingRun:
         """The run as the server sees it now (step, checkpoints)."""
-        return self._holder.sync.runner.run(self._wb.training.get_run(self.run_id))
+        return self._holder.sync.runner.run(self.get_info_async())
+
+    async def get_info_async(self) -> TrainingRun:
+        """Async ``get_info``."""
+        return await asyncio.wrap_future(
+            self._holder.sync.runner.submit(self._wb.training.get_run(self.run_id))
+        )
 
     def get_tokenizer(self) -> Tokenizer:
         """The base model's tokenizer, from the files the server serves (cached)."""
         if self._tokenizer is None:
-            info = self._holder.sync.runner.run(self._wb.models.tokenizer(self.base_model))
+            return self._holder.sync.runner.run(self.get_tokenizer_async())
+        return self._tokenizer
+
+    async def get_tokenizer_async(self) -> Tokenizer:
+        """Async ``get_tokenizer``."""
+        if self._tokenizer is None:
+            info = await asyncio.wrap_future(
+                self._holder.sync.runner.submit(self._wb.models.tokenizer(self.base_model))
+            )
             self._tokenizer = Tokenizer(info)
         return self._tokenizer
 
     def create_sampling_client(self, model_path: str) -> SamplingClient:
         """A sampling client for a saved checkpoint's model name."""
         return SamplingClient(self._holder, model_path)
+
+    async def create_sampling_client_async(self, model_path: str) -> SamplingClient:
+        return self.create_sampling_client(model_path)
 
 
 class ServiceClient:
@@ -412,7 +433,10 @@ class ServiceClient:
 
     def create_training_client(self, run_id: str, **kwargs: Any) -> TrainingClient:
         """A client for an existing run (e.g. to continue one started elsewhere)."""
-        run = self._run(self._holder.sync.async_client.training.get_run(run_id))
+        return self._run(self.create_training_client_async(run_id, **kwargs))  # type: ignore[no-any-return]
+
+    async def create_training_client_async(self, run_id: str, **kwargs: Any) -> TrainingClient:
+        run = await self._on_loop(self._holder.sync.async_client.training.get_run(run_id))
         return TrainingClient(self._holder, run, **kwargs)
 
     def create_sampling_client(
