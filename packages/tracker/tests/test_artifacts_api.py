@@ -115,3 +115,32 @@ def test_export_download_and_archive_import_over_http(live):
     assert store.list_runs(project="copy")[1] == 2
     junk = client.post("/api/import", content=b"not a zip")
     assert junk.status_code == 400 and junk.json()["error"]["param"] == "archive"
+
+
+def test_artifacts_work_through_an_http_store_against_a_remote_tracker(live, tmp_path):
+    from workbench_tracker.store.http import HTTPStore
+
+    server_store, client, _ = live
+    remote = HTTPStore(str(client.base_url))
+    d = tmp_path / "upload"
+    (d / "nested").mkdir(parents=True)
+    (d / "nested" / "w.bin").write_bytes(b"weights")
+    (d / "cfg.json").write_text("{}")
+    with wt.init(project="far", name="producer", store=remote, capture_env=False) as prod:
+        info = prod.log_artifact(d, "ckpt", "model", metadata={"step": 10}, aliases=["best"])
+        again = prod.log_artifact(d, "ckpt", "model")
+        single = prod.log_artifact(d / "cfg.json", "cfg", "config")
+    assert info.version == 0 and again.version == 0 and info.file_count == 2
+    assert single.kind == "file"
+    with wt.init(project="far", name="consumer", store=remote, capture_env=False) as cons:
+        path = cons.use_artifact("ckpt:best")
+        fpath = cons.use_artifact("cfg")
+    assert (path / "nested" / "w.bin").read_bytes() == b"weights"
+    assert fpath.read_text() == "{}"
+    # Downloaded by the SDK (not the server's own materialisation).
+    assert "remote" in path.parts and "materialized" not in path.parts
+    graph = client.get("/api/lineage", params={"project": "far"}).json()
+    edges = {(e["source"], e["kind"], e["target"]) for e in graph["edges"]}
+    assert (f"run:{prod.id}", "produced", "artifact:ckpt:v0") in edges
+    assert ("artifact:ckpt:v0", "used", f"run:{cons.id}") in edges
+    remote.close()

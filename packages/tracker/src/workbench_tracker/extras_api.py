@@ -52,6 +52,8 @@ def _errors() -> Iterator[None]:
         raise _api_error(409, str(exc), "name") from exc
     except ArtifactNotFoundError as exc:
         raise _api_error(404, str(exc), "name") from exc
+    except FileNotFoundError as exc:  # a blob vanished from disk: stored, but not servable
+        raise _api_error(410, f"artifact content is missing on the server: {exc}", "name") from exc
     except ArchiveError as exc:
         raise _api_error(400, str(exc), "archive") from exc
     except HostKeyError as exc:
@@ -102,6 +104,104 @@ def list_versions(request: Request, name: str, project: str = Query(...)) -> dic
     return {"versions": [v.to_dict() for v in versions]}
 
 
+_MAX_ARTIFACT_UPLOAD = 8 * 1024**3
+
+
+@router.post("/artifacts/{name}/versions")
+async def upload_version(
+    request: Request,
+    name: str,
+    project: str = Query(...),
+    type: str = Query(..., description="artifact type, e.g. dataset or model"),
+    kind: str = Query("dir", description="file or dir"),
+    run_id: str | None = None,
+    aliases: list[str] = Query(default=[]),
+    metadata: str | None = Query(default=None, description="JSON object"),
+) -> dict[str, Any]:
+    """Log a version from a zip body (what a remote SDK sends for ``run.log_artifact``).
+
+    For ``kind=file`` the zip holds exactly one member: the file. Members are checked for
+    traversal before anything is extracted.
+    """
+    import json as _json
+    import zipfile
+
+    import anyio
+
+    if kind not in ("file", "dir"):
+        raise _api_error(400, "kind: must be 'file' or 'dir'", "kind")
+    try:
+        meta = _json.loads(metadata) if metadata else {}
+    except ValueError as exc:
+        raise _api_error(400, f"metadata: not valid JSON ({exc})", "metadata") from exc
+    if not isinstance(meta, dict):
+        raise _api_error(400, "metadata: must be a JSON object", "metadata")
+    with _errors():
+        validate_name(name)
+        validate_name(type, "type")
+    store = _artifacts(request)
+    tmp = tempfile.mkdtemp(prefix="wt-upload-")
+    try:
+        body = Path(tmp) / "body.zip"
+        size = 0
+        with body.open("wb") as fh:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > _MAX_ARTIFACT_UPLOAD:
+                    raise _api_error(413, "body: artifact larger than 8 GiB", "body")
+                fh.write(chunk)
+        content = Path(tmp) / "content"
+        content.mkdir()
+        try:
+            with zipfile.ZipFile(body) as zf:
+                members = [m for m in zf.infolist() if not m.is_dir()]
+                if kind == "file" and len(members) != 1:
+                    raise _api_error(
+                        400, "body: a file artifact zip holds exactly one file", "body"
+                    )
+                with _errors():
+                    for m in members:
+                        dest = safe_join(content, m.filename, "body")
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        with zf.open(m) as src, dest.open("wb") as out:
+                            shutil.copyfileobj(src, out)
+        except zipfile.BadZipFile as exc:
+            raise _api_error(400, f"body: not a zip file ({exc})", "body") from exc
+        path = content / members[0].filename if kind == "file" else content
+        with _errors():
+            info = await anyio.to_thread.run_sync(
+                lambda: store.log(
+                    _project(project),
+                    path,
+                    name,
+                    type,
+                    run_id=run_id,
+                    metadata=meta,
+                    aliases=aliases,
+                )
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return info.to_dict()
+
+
+@router.post("/artifacts/{name}/{selector}/use")
+def record_use(
+    request: Request,
+    name: str,
+    selector: str,
+    project: str = Query(...),
+    run_id: str = Query(..., min_length=1, max_length=64),
+) -> dict[str, Any]:
+    """Record that a run used a version; returns it with its file list (for downloading)."""
+    with _errors():
+        validate_name(selector, "selector")
+        info = _artifacts(request).record_use(
+            _project(project), f"{validate_name(name)}:{selector}", run_id
+        )
+    return info.to_dict()
+
+
 @router.get("/artifacts/{name}/{selector}")
 def get_version(
     request: Request, name: str, selector: str, project: str = Query(...)
@@ -136,6 +236,8 @@ def download(
         info = store.get(_project(project), ref)
         if info.kind == "file" or path is not None:
             blob, filename = store.file_path(project, ref, path)
+            if not blob.is_file():
+                raise FileNotFoundError(str(blob))
             return FileResponse(blob, filename=filename, media_type="application/octet-stream")
         tmp = tempfile.mkdtemp(prefix="wt-zip-")
         dest = store.zip_version(project, ref, Path(tmp) / f"{name}-v{info.version}.zip")

@@ -460,6 +460,17 @@ class ArtifactStore:
             return target / files[0][0]
         return target
 
+    def record_use(self, project: str, ref: str, run_id: str) -> ArtifactVersionInfo:
+        """Record that ``run_id`` used ``ref`` without materialising it here (remote SDKs
+        download the content themselves)."""
+        name, selector = parse_ref(ref)
+        with Session(self.engine) as s, s.begin():
+            art = self._artifact(s, project, name)
+            ver = self._resolve(s, art, selector)
+            self._add_edge(s, run_id, ver.id, "used")
+            s.flush()
+            return self._info(s, art, ver, files=True)
+
     def list_artifacts(self, project: str | None = None) -> list[dict[str, Any]]:
         """Every artifact (optionally of one project) with its version count and aliases."""
         with Session(self.engine) as s:
