@@ -120,7 +120,7 @@ def test_export_download_and_archive_import_over_http(live):
 def test_artifacts_work_through_an_http_store_against_a_remote_tracker(live, tmp_path):
     from workbench_tracker.store.http import HTTPStore
 
-    server_store, client, _ = live
+    _, client, _ = live
     remote = HTTPStore(str(client.base_url))
     d = tmp_path / "upload"
     (d / "nested").mkdir(parents=True)
