@@ -135,3 +135,27 @@ def test_safe_export_path_inside_root_works(live):
         "/api/export/files", json={"format": "csv", "path": "sub/out.csv", "project": "p"}
     )
     assert r.status_code == 200 and r.json()["path"].endswith("exports/sub/out.csv")
+
+
+def test_artifact_upload_with_zip_slip_member_answers_400(live, tmp_path):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("../../evil.txt", "x")
+    r = live.post(
+        "/api/artifacts/up/versions",
+        params={"project": "p", "type": "dataset"},
+        content=buf.getvalue(),
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "body"
+    assert not (tmp_path.parent / "evil.txt").exists()
+    r = live.post(
+        f"/api/artifacts/{DOT}/versions",
+        params={"project": "p", "type": "dataset"},
+        content=buf.getvalue(),
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "name"
+    r = live.post(f"/api/artifacts/ds/{DOT}/use", params={"project": "p", "run_id": "r"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "selector"
