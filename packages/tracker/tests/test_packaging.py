@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import workbench_tracker as wt
@@ -61,3 +63,21 @@ def test_cli_entry_point_is_declared() -> None:
 
     names = {ep.name: ep.value for ep in entry_points(group="workbench.commands")}
     assert names.get("tracker") == "workbench_tracker.cli:tracker"
+
+
+def test_get_store_defaults_to_sqlite_under_workbench_home_and_honours_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench_tracker.store import SQLStore, get_store
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "wbhome"))
+    default = get_store(cached=False)
+    assert isinstance(default, SQLStore)
+    assert (tmp_path / "wbhome" / "tracker.db").exists()
+    default.close()
+    other = tmp_path / "other.db"
+    monkeypatch.setenv("WORKBENCH_TRACKER_URL", f"sqlite:///{other}")
+    assert get_store() is get_store()  # one engine per URL per process
+    with wt.init(project="env") as run:
+        run.log({"x": 1.0})
+    assert wt.Api(f"sqlite:///{other}").run(run.id).metric("x") == ([0], [1.0])
