@@ -264,3 +264,28 @@ async def test_served_model_answers_a_run_without_tools(serving_url: str) -> Non
     result = await run_agent(llm, history, ToolRegistry())
     assert result.status == "done" and result.final is not None
     assert result.usage.output_tokens > 0 and history[-1].role == "assistant"
+
+
+async def test_a_cancelled_tool_drops_its_request_on_the_model_server(
+    serving_url: str, tracker_url: str, tmp_path: Path
+) -> None:
+    from workbench_core.cancel import Cancelled
+
+    runner, _ = runner_for(serving_url, tracker_url, tmp_path)
+    args = {"prompt": "hello", "max_tokens": 250, "seed": 7, "temperature": 1.0}
+    before = completion_tokens(serving_url)
+    reference = await runner.run(ToolCall(name="sample_text", args=args))
+    assert reference.ok
+    reference_tokens = completion_tokens(serving_url) - before
+    assert reference_tokens > 0  # seeded: the same call would generate exactly this many
+
+    token = CancelToken()
+    task = asyncio.create_task(runner.run(ToolCall(name="sample_text", args=args), token))
+    await asyncio.sleep(0.1)
+    before = completion_tokens(serving_url)
+    token.cancel("no longer needed")
+    with pytest.raises(Cancelled):
+        await task
+    # Wait well past the time the whole request took: had it kept running, it would be counted.
+    await asyncio.sleep(max(1.0, 2 * reference.duration_s))
+    assert completion_tokens(serving_url) - before < reference_tokens
