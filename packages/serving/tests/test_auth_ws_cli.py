@@ -144,3 +144,22 @@ def test_websocket_rejects_a_malformed_message_and_stays_open(server: Any) -> No
     first, second = asyncio.run(go())
     assert first["type"] == "error" and first["error"]["param"] == "body"
     assert second["type"] == "error" and second["error"]["param"] == "num_samples"
+
+
+def test_websocket_needs_the_key_too(keyed_server: Any) -> None:
+    import websockets
+
+    url = keyed_server.base_url.replace("http://", "ws://") + "/api/v1/ws"
+
+    async def go() -> dict[str, Any]:
+        with pytest.raises(websockets.exceptions.InvalidStatus):
+            async with websockets.connect(url):
+                pass
+        async with websockets.connect(url + "?api_key=s3cret") as ws:
+            await ws.send(json.dumps({"model": "tiny-llama", "prompt": "hi"}))
+            while True:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), timeout=60))
+                if msg["type"] in ("done", "error"):
+                    return msg
+
+    assert asyncio.run(go())["type"] == "done"
