@@ -100,6 +100,14 @@ class WorkbenchTools:
         self.jobs: dict[str, FinetuneJob] = {}
         self._models: dict[str, str] = {}
 
+    async def aclose(self) -> None:
+        """Cancel fine-tunes still running (server shutdown); their tracker runs end failed."""
+        tasks = [j.task for j in self.jobs.values() if j.task is not None and not j.task.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     # plumbing ---------------------------------------------------------------------------------
 
     def client(self) -> Any:

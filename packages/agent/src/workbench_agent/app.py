@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from workbench_core.events import Subscription
 from workbench_core.sse import encode_event, sse_stream
 
+from ._builtin import WorkbenchTools
 from ._messages import LLMClient
 from ._runtime import AgentRuntime, AgentSettings, RunConflict, SessionNotFound
 from ._tools import ToolArgumentsInvalid, ToolNotFound, ToolRegistry
@@ -131,6 +132,7 @@ def create_app(
         settings: limits; default from ``WORKBENCH_AGENT_*``.
     """
     del tracker_url
+    builtin: WorkbenchTools | None = None
     settings = settings or (runtime.settings if runtime is not None else AgentSettings())
     if runtime is None:
         if llm is None:
@@ -138,9 +140,8 @@ def create_app(
 
             llm = ServedLLM(base_url=base_url, model=model or settings.model)
         if registry is None:
-            from ._builtin import builtin_registry
-
-            registry = builtin_registry(base_url=base_url)
+            builtin = WorkbenchTools(base_url)
+            registry = ToolRegistry(builtin.specs())
         from ._tracking import tracker_observer
 
         runtime = AgentRuntime(llm, registry, settings=settings, observer=tracker_observer())
@@ -150,6 +151,8 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await rt.aclose()
+        if builtin is not None:
+            await builtin.aclose()
 
     app = FastAPI(title="Workbench agent", version="0.1.0", lifespan=lifespan)
     app.state.runtime = rt
