@@ -374,6 +374,24 @@ def test_policy_losses_need_logprobs_and_advantages(
     assert info.value.param == "data[0].advantages"
 
 
+def test_deleting_a_run_frees_its_adapter_and_keeps_its_checkpoints(
+    trainer: TrainingEngine, text: TextEngine, datum: TrainingDatum
+) -> None:
+    run = trainer.create_run(rank=2, seed=16)
+    train(trainer, run, datum, 1)
+    trainer.save_checkpoint(run, "kept")
+    (deleted,) = trainer.run_batch([TrainingOp("delete_run", run)])
+    assert deleted.run_id == run
+    assert run not in text.adapters()
+    assert not any(f"a_{run}." in n for n, _ in text.model.named_parameters())
+    with pytest.raises(EngineError) as info:
+        trainer.get_run(run)
+    assert info.value.status == 404
+    (missing,) = text.run_batch([SampleItem(datum.tokens[:2], max_tokens=2, adapter=run)])
+    assert isinstance(missing, EngineError) and missing.status == 404
+    assert [c.name for c in trainer.list_checkpoints(run)] == ["kept"]
+
+
 def test_describe_names_the_base_model(trainer: TrainingEngine) -> None:
     info = trainer.describe()
     assert info["kind"] == "training"

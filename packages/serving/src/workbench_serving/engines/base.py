@@ -143,6 +143,7 @@ TrainingOpKind = Literal[
     "register_sampler",
     "get_run",
     "list_runs",
+    "delete_run",
 ]
 
 

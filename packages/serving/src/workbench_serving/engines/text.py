@@ -344,7 +344,10 @@ class TextEngine:
         with self.lock:
             internal = self._adapters.pop(name, None)
             if internal is not None and self.peft is not None:
-                self.peft.delete_adapter(internal)
+                with warnings.catch_warnings():
+                    # peft warns when the active adapter goes; every call sets its own anyway.
+                    warnings.simplefilter("ignore", UserWarning)
+                    self.peft.delete_adapter(internal)
 
     def adapter_internal_name(self, name: str) -> str:
         """peft's name for adapter ``name``.

@@ -239,6 +239,8 @@ class TrainingEngine:
             return self.register_sampler(run_id, **payload)
         if op.kind == "get_run":
             return self.get_run(run_id)
+        if op.kind == "delete_run":
+            return self.delete_run(run_id)
         raise EngineError(f"unknown training op {op.kind!r}", param="kind")
 
     # ------------------------------------------------------------ runs
@@ -322,6 +324,14 @@ class TrainingEngine:
 
     def list_runs(self) -> list[RunInfo]:
         return [r.info for r in self._runs.values()]
+
+    def delete_run(self, run_id: str) -> RunInfo:
+        """Drop a run's adapter and optimizer (its saved checkpoints stay on disk)."""
+        run = self._run(run_id)
+        with self.text.lock:
+            self.text.remove_adapter(run_id)
+            del self._runs[run_id]
+        return run.info
 
     def run_parameters(self, run_id: str) -> list[torch.nn.Parameter]:
         """The LoRA parameters a run trains (sorted by name)."""
