@@ -111,3 +111,13 @@ def test_ctrl_c_cancels_the_run_not_the_program(agent_server: tuple[str, AgentRu
     assert again["status"] == "done" and again["final"] == "next answer"
     text = console.export_text()
     assert "cancelling…" in text and "⏹ wait_long cancelled" in text
+
+
+def test_every_exported_name_resolves_and_dir_lists_them() -> None:
+    import workbench_agent
+
+    missing = [n for n in workbench_agent.__all__ if getattr(workbench_agent, n, None) is None]
+    assert missing == []
+    assert set(workbench_agent.__all__) <= set(dir(workbench_agent))
+    with pytest.raises(AttributeError):
+        workbench_agent.not_a_name  # noqa: B018
