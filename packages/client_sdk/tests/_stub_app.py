@@ -80,6 +80,11 @@ def build_stub_app(state: StubState) -> Starlette:
         record(request)
         body = await request.json()
         text = "abc"
+        if body["model"] == "flaky-model":
+            key = request.headers.get("idempotency-key") or "none"
+            state.attempts[key] += 1
+            if state.attempts[key] == 1:
+                return _error(503, "warming up")
         if not body.get("stream"):
             return JSONResponse(
                 {

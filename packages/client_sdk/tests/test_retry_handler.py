@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -84,3 +85,22 @@ def test_config_rejects_nonsense() -> None:
         RetryConfig(max_connections=0)
     with pytest.raises(ValueError, match="progress_timeout"):
         RetryConfig(progress_timeout=0)
+
+
+def test_whole_call_retries_of_a_high_level_call_reuse_its_idempotency_key(
+    stub_url: str, stub_state: Any
+) -> None:
+    from workbench_client import ServiceClient
+
+    # The HTTP layer gives up at once, so the RetryHandler's whole-call retry does the work.
+    service = ServiceClient(
+        base_url=stub_url,
+        retry_policy=FAST.with_(max_attempts=1),
+        retry_config=RetryConfig(policy=FAST),
+    )
+    sampler = service.create_sampling_client(base_model="flaky-model")
+    out = sampler.sample("hi", 1).result(timeout=30)
+    assert out.sequences[0].text == "abc"
+    keys = [s["idempotency_key"] for s in stub_state.seen if s["path"].endswith("/sample")]
+    assert len(keys) == 2 and keys[0] == keys[1]
+    service.close()

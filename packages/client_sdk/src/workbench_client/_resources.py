@@ -301,6 +301,7 @@ class TrainingResource(_Resource):
         rank: int = 8,
         seed: int | None = None,
         target_modules: list[str] | None = None,
+        idempotency_key: str | None = None,
     ) -> TrainingRun:
         """``POST /api/v1/training/runs``: a new LoRA adapter over ``base_model``."""
         body = _prune(
@@ -311,7 +312,9 @@ class TrainingResource(_Resource):
                 "target_modules": target_modules,
             }
         )
-        return await self._client._post("training/runs", body=body, cast_to=TrainingRun)
+        return await self._client._post(
+            "training/runs", body=body, cast_to=TrainingRun, idempotency_key=idempotency_key
+        )
 
     async def list_runs(self) -> list[TrainingRun]:
         """``GET /api/v1/training/runs``."""
@@ -352,12 +355,15 @@ class TrainingResource(_Resource):
             idempotency_key=idempotency_key,
         )
 
-    async def save_checkpoint(self, run_id: str, name: str, *, kind: str = "weights") -> Checkpoint:
+    async def save_checkpoint(
+        self, run_id: str, name: str, *, kind: str = "weights", idempotency_key: str | None = None
+    ) -> Checkpoint:
         """Save the adapter (``weights``) or adapter + optimizer (``state``) under ``name``."""
         return await self._client._post(
             f"training/runs/{_seg(run_id)}/checkpoints",
             body={"name": name, "kind": kind},
             cast_to=Checkpoint,
+            idempotency_key=idempotency_key,
         )
 
     async def list_checkpoints(self, run_id: str) -> list[Checkpoint]:
@@ -369,21 +375,30 @@ class TrainingResource(_Resource):
         ).checkpoints
 
     async def load(
-        self, run_id: str, checkpoint: str, *, with_optimizer: bool = False
+        self,
+        run_id: str,
+        checkpoint: str,
+        *,
+        with_optimizer: bool = False,
+        idempotency_key: str | None = None,
     ) -> LoadCheckpointResponse:
         """Load a checkpoint into the run (with the optimizer state for ``state`` checkpoints)."""
         return await self._client._post(
             f"training/runs/{_seg(run_id)}/load",
             body={"checkpoint": checkpoint, "with_optimizer": with_optimizer},
             cast_to=LoadCheckpointResponse,
+            idempotency_key=idempotency_key,
         )
 
-    async def create_sampler(self, run_id: str, checkpoint: str) -> CreateSamplerResponse:
+    async def create_sampler(
+        self, run_id: str, checkpoint: str, *, idempotency_key: str | None = None
+    ) -> CreateSamplerResponse:
         """A model name that samples from ``checkpoint`` (usable in ``sample`` and in ``/v1``)."""
         return await self._client._post(
             f"training/runs/{_seg(run_id)}/sampler",
             body={"checkpoint": checkpoint},
             cast_to=CreateSamplerResponse,
+            idempotency_key=idempotency_key,
         )
 
 

@@ -179,9 +179,15 @@ class SyncTrainingResource(_SyncResource):
         rank: int = 8,
         seed: int | None = None,
         target_modules: list[str] | None = None,
+        idempotency_key: str | None = None,
     ) -> TrainingRun:
         return self._call(  # type: ignore[no-any-return]
-            "create_run", base_model, rank=rank, seed=seed, target_modules=target_modules
+            "create_run",
+            base_model,
+            rank=rank,
+            seed=seed,
+            target_modules=target_modules,
+            idempotency_key=idempotency_key,
         )
 
     def list_runs(self) -> list[TrainingRun]:
@@ -213,21 +219,38 @@ class SyncTrainingResource(_SyncResource):
             "optim_step", run_id, adam_params, idempotency_key=idempotency_key
         )
 
-    def save_checkpoint(self, run_id: str, name: str, *, kind: str = "weights") -> Checkpoint:
-        return self._call("save_checkpoint", run_id, name, kind=kind)  # type: ignore[no-any-return]
+    def save_checkpoint(
+        self, run_id: str, name: str, *, kind: str = "weights", idempotency_key: str | None = None
+    ) -> Checkpoint:
+        return self._call(  # type: ignore[no-any-return]
+            "save_checkpoint", run_id, name, kind=kind, idempotency_key=idempotency_key
+        )
 
     def list_checkpoints(self, run_id: str) -> list[Checkpoint]:
         return self._call("list_checkpoints", run_id)  # type: ignore[no-any-return]
 
     def load(
-        self, run_id: str, checkpoint: str, *, with_optimizer: bool = False
+        self,
+        run_id: str,
+        checkpoint: str,
+        *,
+        with_optimizer: bool = False,
+        idempotency_key: str | None = None,
     ) -> LoadCheckpointResponse:
         return self._call(  # type: ignore[no-any-return]
-            "load", run_id, checkpoint, with_optimizer=with_optimizer
+            "load",
+            run_id,
+            checkpoint,
+            with_optimizer=with_optimizer,
+            idempotency_key=idempotency_key,
         )
 
-    def create_sampler(self, run_id: str, checkpoint: str) -> CreateSamplerResponse:
-        return self._call("create_sampler", run_id, checkpoint)  # type: ignore[no-any-return]
+    def create_sampler(
+        self, run_id: str, checkpoint: str, *, idempotency_key: str | None = None
+    ) -> CreateSamplerResponse:
+        return self._call(  # type: ignore[no-any-return]
+            "create_sampler", run_id, checkpoint, idempotency_key=idempotency_key
+        )
 
 
 class SyncFuturesResource(_SyncResource):

@@ -133,9 +133,14 @@ class SamplingClient(_Base):
         """Submit a sampling request; the future resolves to a ``SampleResponse``."""
         if not isinstance(prompt, (ModelInput, str)):
             prompt = ModelInput.from_ints(list(prompt))
+        key = self._wb.new_idempotency_key()  # one key across whole-call retries too
         return self._submit(
             lambda: self._wb.sampling.sample(
-                self.model, prompt, num_samples=num_samples, sampling_params=sampling_params
+                self.model,
+                prompt,
+                num_samples=num_samples,
+                sampling_params=sampling_params,
+                idempotency_key=key,
             )
         )
 
@@ -254,8 +259,11 @@ class TrainingClient(_Base):
 
     def save_state(self, name: str) -> APIFuture[Checkpoint]:
         """Save adapter weights and optimizer state (resume later with ``load_state``)."""
+        key = self._wb.new_idempotency_key()
         return self._ordered(
-            lambda: self._wb.training.save_checkpoint(self.run_id, name, kind="state")
+            lambda: self._wb.training.save_checkpoint(
+                self.run_id, name, kind="state", idempotency_key=key
+            )
         )
 
     async def save_state_async(self, name: str) -> APIFuture[Checkpoint]:
@@ -263,15 +271,23 @@ class TrainingClient(_Base):
 
     def load_state(self, name: str) -> APIFuture[LoadCheckpointResponse]:
         """Load a checkpoint saved by ``save_state`` (weights and optimizer)."""
-        return self._ordered(lambda: self._wb.training.load(self.run_id, name, with_optimizer=True))
+        key = self._wb.new_idempotency_key()
+        return self._ordered(
+            lambda: self._wb.training.load(
+                self.run_id, name, with_optimizer=True, idempotency_key=key
+            )
+        )
 
     async def load_state_async(self, name: str) -> APIFuture[LoadCheckpointResponse]:
         return self.load_state(name)
 
     def save_weights_for_sampler(self, name: str) -> APIFuture[Checkpoint]:
         """Save the adapter weights; the checkpoint's ``model_name`` can be sampled from."""
+        key = self._wb.new_idempotency_key()
         return self._ordered(
-            lambda: self._wb.training.save_checkpoint(self.run_id, name, kind="weights")
+            lambda: self._wb.training.save_checkpoint(
+                self.run_id, name, kind="weights", idempotency_key=key
+            )
         )
 
     async def save_weights_for_sampler_async(self, name: str) -> APIFuture[Checkpoint]:
@@ -282,9 +298,15 @@ class TrainingClient(_Base):
         return self._holder.sync.runner.run(self.save_weights_and_get_sampling_client_async(name))
 
     async def save_weights_and_get_sampling_client_async(self, name: str) -> SamplingClient:
+        keys = (self._wb.new_idempotency_key(), self._wb.new_idempotency_key())
+
         async def go() -> str:
-            ckpt = await self._wb.training.save_checkpoint(self.run_id, name, kind="weights")
-            sampler = await self._wb.training.create_sampler(self.run_id, ckpt.name)
+            ckpt = await self._wb.training.save_checkpoint(
+                self.run_id, name, kind="weights", idempotency_key=keys[0]
+            )
+            sampler = await self._wb.training.create_sampler(
+                self.run_id, ckpt.name, idempotency_key=keys[1]
+            )
             return sampler.model_name
 
         model_name = await self._ordered(go)
@@ -420,10 +442,15 @@ class ServiceClient:
         log_to_tracker: bool = True,
     ) -> TrainingClient:
         wb = self._holder.sync.async_client
+        key = wb.new_idempotency_key()  # a whole-call retry must not start a second run
         run = await self._on_loop(
             self._holder.handler.execute(
                 lambda: wb.training.create_run(
-                    base_model, rank=rank, seed=seed, target_modules=target_modules
+                    base_model,
+                    rank=rank,
+                    seed=seed,
+                    target_modules=target_modules,
+                    idempotency_key=key,
                 )
             )
         )
