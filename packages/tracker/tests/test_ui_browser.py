@@ -106,4 +106,8 @@ def test_compare_page_shows_config_diff(viewer: Any, page: Any) -> None:
     page.goto(f"{server.url}/compare.html?runs={','.join(ids)}")
     page.wait_for_selector("#diff tbody tr th:has-text('lr')")
     assert "same" not in page.inner_text("#diff tbody")
-    page.wait_for_selector('.card[data-key="loss"][data-points="2"]')
+    page.wait_for_selector('.card[data-key="loss"] .main-svg')
+    traces = page.evaluate(
+        "() => document.querySelector('.card[data-key=\"loss\"] .chart').data.map(t => t.y[0])"
+    )
+    assert sorted(traces) == [0.1, 0.2]  # both runs overlaid on one chart

@@ -23,7 +23,7 @@ function showError(err) {
 }
 
 function fmt(v) {
-  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toPrecision(5);
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(5)));
   if (v === "NaN" || v === "Infinity" || v === "-Infinity") return v;
   if (typeof v === "object" && v !== null) return JSON.stringify(v);
   return String(v ?? "");
@@ -159,9 +159,9 @@ class ChartSet {
   render(key) {
     const e = this.charts.get(key);
     const traces = [];
-    let points = 0;
+    let points = null; // the page's own run (the first series); overlays are not counted
     for (const [label, s] of e.series) {
-      points += s.steps.length;
+      if (points === null) points = s.steps.length;
       let x = s.steps;
       if (this.xaxis === "time" && s.times.length === s.steps.length && s.times.length) {
         const t0 = s.times[0];
@@ -173,6 +173,7 @@ class ChartSet {
       }
       traces.push({ x, y, name: label, mode: s.steps.length < 2 ? "markers" : "lines" });
     }
+    points = points || 0;
     e.card.dataset.points = String(points);
     e.card.querySelector(".count").textContent = `${points} points`;
     if (typeof Plotly === "undefined") return;
