@@ -328,3 +328,14 @@ def test_log_to_a_remote_tracker_over_http(viewer: Any) -> None:
     assert got.status == "finished"
     assert len(backend.metric_series(run.id, "loss")) == 20
     assert math.isnan(backend.metric_series(run.id, "nan").values[0])
+
+
+@pytest.mark.postgres
+def test_sdk_logs_to_postgresql_end_to_end(postgres_url: str) -> None:
+    with wt.init(project="pg", config={"lr": 0.2}, store=postgres_url) as run:
+        for s in range(100):
+            run.log({"loss": 1.0 / (s + 1), "bad": math.nan if s == 50 else 0.0})
+    got = wt.Api(postgres_url).run(run.id)
+    assert got.status == "finished" and got.config == {"lr": 0.2}
+    assert len(got.metric("loss")[0]) == 100
+    assert math.isnan(got.metric("bad")[1][50])
