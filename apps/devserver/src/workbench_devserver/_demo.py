@@ -36,6 +36,16 @@ from ._agent_llm import render_prompt
 __all__ = ["DemoResult", "build_pairs", "run_demo"]
 
 QUESTION = "Compare the runs of the {project} project."
+TARGET_MODULES = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "lm_head",
+]
 FINAL = "I compared the demo runs with compare_runs; the comparison is the tool result above."
 
 
@@ -86,7 +96,12 @@ def _answers(base_url: str) -> bool:
         return False
 
 
-def _wait_ready(base_url: str, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+def _wait_ready(base_url: str, proc: subprocess.Popen[bytes] | None, timeout: float) -> list[str]:
+    """Wait until no part of the server is still starting; returns the parts that are not ready.
+
+    A part that failed or is not installed will not become ready by waiting, so the demo goes on
+    with what there is and says what is missing.
+    """
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -95,10 +110,17 @@ def _wait_ready(base_url: str, proc: subprocess.Popen[bytes] | None, timeout: fl
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the dev server exited with code {proc.returncode}")
         try:
-            resp = httpx.get(f"{base_url}/readyz", timeout=5.0)
+            resp = httpx.get(f"{base_url}/devserver/status", timeout=10.0)
             if resp.status_code == 200:
-                return
-            last = resp.text
+                parts = resp.json()["components"]
+                if not any(p["state"] == "starting" for p in parts):
+                    return [f"{p['name']}: {p['state']}" for p in parts if p["state"] != "ready"]
+                last = str({p["name"]: p["state"] for p in parts})
+            else:  # not a dev server: a plain serving server
+                resp = httpx.get(f"{base_url}/api/v1/readyz", timeout=10.0)
+                if resp.status_code == 200:
+                    return []
+                last = resp.text
         except httpx.HTTPError as exc:
             last = repr(exc)
         time.sleep(0.5)
@@ -232,7 +254,9 @@ def run_demo(
         proc = _start_server(base_url, log_path)
     try:
         with console.status("waiting for the dev server to be ready (models warm up)..."):
-            _wait_ready(base_url, proc, ready_timeout)
+            missing = _wait_ready(base_url, proc, ready_timeout)
+        for part in missing:
+            console.print(f"[yellow]not available: {part}[/]")
         result = _run_steps(base_url, steps, project, console)
         _summary(result, base_url, console)
         if proc is not None:
@@ -259,20 +283,38 @@ def _run_steps(base_url: str, steps: int, project: str, console: Any) -> DemoRes
     result = DemoResult(project=project)
     service = ServiceClient(base_url=base_url)
     caps = service.get_server_capabilities()
-    kinds = {m.name: m.kind for m in caps.models}
-    text_model = next((n for n, k in kinds.items() if k == "text"), None)
-    image_model = next((n for n, k in kinds.items() if k == "image"), None)
+    served = [(m.name, str(m.kind)) for m in caps.models]
+    trainable = {n for n, k in served if k == "training"}
+    text_model = next((n for n, k in served if k == "text" and n in trainable), None)
+    image_model = next((n for n, k in served if k == "image"), None)
     if text_model is None:
-        raise RuntimeError(f"the server serves no text model (it serves {sorted(kinds)})")
+        raise RuntimeError(f"the server has no trainable text model (it serves {served})")
     question = QUESTION.format(project=project)
 
-    # 1. the dataset, as an artifact the training run will use
+    # 1. two tracker runs: the dataset's and the fine-tune's (whose loss goes live to the UI)
+    lr = 5e-2
     data_run = wt.init(project=project, name="prepare-data", tags=["demo"])
+    run = wt.init(
+        project=project,
+        name="lora-finetune",
+        config={
+            "base_model": text_model,
+            "rank": 16,
+            "learning_rate": lr,
+            "max_steps": steps,
+            "target_modules": TARGET_MODULES,
+        },
+        tags=["demo"],
+    )
     result.data_run = data_run.id
-    call = _tool_call(base_url, project, [data_run.id])
+    call = _tool_call(base_url, project, [data_run.id, run.id])
     if call is None:
         result.notes.append("the agent has no compare_runs tool; the fine-tune teaches a guess")
-        call = {"type": "tool", "tool_name": "compare_runs", "args": {"project": project}}
+        call = {
+            "type": "tool",
+            "tool_name": "compare_runs",
+            "args": {"run_ids": [data_run.id, run.id]},
+        }
     pairs = build_pairs(question, call)
     with tempfile.TemporaryDirectory() as tmp:
         data_file = Path(tmp) / "pairs.jsonl"
@@ -283,21 +325,17 @@ def _run_steps(base_url: str, steps: int, project: str, console: Any) -> DemoRes
     data_run.log({"pairs": len(pairs)}, step=0)
     data_run.finish()
 
-    # 2. the fine-tune, loss live in the tracker
-    lr = 2e-2
-    run = wt.init(
-        project=project,
-        name="lora-finetune",
-        config={"base_model": text_model, "rank": 16, "learning_rate": lr, "max_steps": steps},
-        tags=["demo"],
-    )
     result.train_run = run.id
     run.use_artifact("demo-pairs:latest")
     console.print(
         f"Tracker run [bold]{run.id}[/]: {base_url}/tracker/ (project {project}); "
         f"teaching {text_model} the action {pairs[0][1]}"
     )
-    trainer = service.create_lora_training_client(text_model, rank=16, seed=0, tracker_run=run)
+    # The output head is in the targets on purpose: a tiny random model's head (std 0.02 over 64
+    # dims) cannot make any token likely, so adapting only the body cannot memorise an action.
+    trainer = service.create_lora_training_client(
+        text_model, rank=16, seed=0, target_modules=TARGET_MODULES, tracker_run=run
+    )
     tok = trainer.get_tokenizer()
     data = [_datum(tok, p, t) for p, t in pairs]
     max_tokens = max(len(tok.encode(t, add_special_tokens=False)) for _, t in pairs) + 4

@@ -58,7 +58,7 @@ def dev(host: str | None, port: int | None, log_level: str) -> None:
     envvar="WORKBENCH_BASE_URL",
     help="Dev server to use; one is started when none answers there.",
 )
-@click.option("--steps", type=click.IntRange(1, 2000), default=60, show_default=True)
+@click.option("--steps", type=click.IntRange(1, 2000), default=200, show_default=True)
 @click.option("--project", default="workbench-demo", show_default=True)
 def demo(base_url: str | None, steps: int, project: str) -> None:
     """Fine-tune, sample, draw and ask the agent, all through the client SDK, visible in the UI."""
