@@ -161,11 +161,15 @@ async def test_live_subscriber_receives_events_of_a_later_run_and_heartbeats(
     sid = (await client.post("/sessions")).json()["id"]
     raw: list[bytes] = []
     reader = asyncio.create_task(read_events(client, f"/sessions/{sid}/events", raw=raw))
-    await asyncio.sleep(0.5)  # idle: heartbeats (0.2 s) flow before any event
+    # While idle, heartbeats (every 0.2 s) keep the stream alive before any event exists.
+    for _ in range(500):
+        if b": ping" in b"".join(raw):
+            break
+        await asyncio.sleep(0.02)
+    assert b": ping" in b"".join(raw)
     await client.post(f"/sessions/{sid}/runs", json={"prompt": "hi"})
     events = await asyncio.wait_for(reader, 10)
-    assert events[-1].event == "run_done"
-    assert b": ping" in b"".join(raw)
+    assert [e.event for e in events][-1] == "run_done"
 
 
 async def test_cancel_stops_a_pending_tool_and_emits_cancelled(
