@@ -1,0 +1,91 @@
+"""The agent inside ``workbench dev``: tools that reach serving and the tracker, SSE, cancel."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from wb_integration import DevServer
+
+from workbench_core.sse import SSEDecoder
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def agent(devserver: DevServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"{devserver.base_url}/agent", timeout=120) as client:
+        yield client
+
+
+def _events_until_done(agent: httpx.Client, sid: str, timeout: float = 180) -> list[Any]:
+    """Read the session's SSE stream until the run ends; returns (event, data) pairs."""
+    decoder = SSEDecoder()
+    seen: list[Any] = []
+    deadline = time.monotonic() + timeout
+    with agent.stream("GET", f"/sessions/{sid}/events", timeout=timeout) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for chunk in stream.iter_bytes():
+            for ev in decoder.feed(chunk):
+                seen.append((ev.event, json.loads(ev.data) if ev.data else {}, ev.id))
+                if ev.event == "run_done":
+                    return seen
+            assert time.monotonic() < deadline, seen
+    return seen
+
+
+def test_agent_tools_reach_serving_and_the_tracker_over_http(
+    devserver: DevServer, agent: httpx.Client
+) -> None:
+    sid = agent.post("/sessions", json={}).json()["id"]
+    sample = agent.post(
+        f"/sessions/{sid}/tools/sample_text",
+        json={"args": {"prompt": "Hello", "max_tokens": 4, "temperature": 0}},
+    )
+    assert sample.status_code == 200, sample.text
+    assert sample.json()["ok"] is True, sample.json()
+    search = agent.post(f"/sessions/{sid}/tools/search_runs", json={"args": {}})
+    assert search.status_code == 200, search.text
+    assert search.json()["ok"] is True, search.json()
+    bad = agent.post(f"/sessions/{sid}/tools/sample_text", json={"args": {"prompt": 3}})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["param"] == "args"
+
+
+def test_cancel_stops_a_run_mid_way_and_sse_reports_it(
+    devserver: DevServer, agent: httpx.Client
+) -> None:
+    with httpx.Client(base_url=devserver.base_url, timeout=30) as http:
+        before = http.get("/devserver/agent/llm").json()["llm"]
+        # the untrained base model never writes a valid action, so the run would use every step
+        assert http.post("/devserver/agent/llm", json={"model": "tiny-llama"}).status_code == 200
+    try:
+        sid = agent.post("/sessions", json={}).json()["id"]
+        run = agent.post(f"/sessions/{sid}/runs", json={"prompt": "Say hi", "max_steps": 50})
+        assert run.status_code == 202, run.text
+        run_id = run.json()["id"]
+        decoder = SSEDecoder()
+        events: list[tuple[str, dict[str, Any]]] = []
+        with agent.stream("GET", f"/sessions/{sid}/events") as stream:
+            for chunk in stream.iter_bytes():
+                for ev in decoder.feed(chunk):
+                    data = json.loads(ev.data) if ev.data else {}
+                    events.append((ev.event, data))
+                    if ev.event == "step_start" and data.get("step") == 2:
+                        cancel = agent.post(f"/sessions/{sid}/cancel", json={"reason": "test"})
+                        assert cancel.json()["cancelled"] is True
+                if events and events[-1][0] == "run_done":
+                    break
+        done = events[-1][1]
+        assert done["status"] == "cancelled"
+        assert done["steps"] < 50
+        status = agent.get(f"/sessions/{sid}/runs/{run_id}").json()
+        assert status["status"] == "cancelled"
+    finally:
+        with httpx.Client(base_url=devserver.base_url, timeout=30) as http:
+            http.post("/devserver/agent/llm", json={"model": None})
+            assert http.get("/devserver/agent/llm").json()["llm"] == before
