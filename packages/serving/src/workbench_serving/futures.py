@@ -58,8 +58,18 @@ class FutureStore:
         work: Awaitable[Any],
         to_error: Any,
     ) -> str:
-        """Run ``work`` in the background; ``to_error(exc) -> (status, ErrorDetail)``."""
-        self._evict()
+        """Run ``work`` in the background; ``to_error(exc) -> (status, ErrorDetail)``.
+
+        Raises:
+            FutureStoreFull: every slot holds pending work (``work`` is closed, never run).
+        """
+        try:
+            self._evict()
+        except FutureStoreFull:
+            close = getattr(work, "close", None)
+            if close is not None:
+                close()
+            raise
         rid = f"fut_{uuid.uuid4().hex}"
         record = _Record(rid)
         self._records[rid] = record

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import binascii
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request
@@ -92,14 +92,16 @@ def future_error(exc: BaseException) -> tuple[int, ErrorDetail]:
 
 async def respond(
     request: Request,
-    work: Callable[[bool], Awaitable[BaseModel]],
+    work: Callable[[bool], Coroutine[Any, Any, BaseModel]],
 ) -> BaseModel | JSONResponse:
     """Run ``work`` now, or as a future when the client asked ``?wait=false`` (202)."""
     if wants_future(request):
         st = state_of(request)
+        coro = work(False)
         try:
-            rid = st.futures.spawn(work(False), future_error)
+            rid = st.futures.spawn(coro, future_error)
         except Exception as exc:
+            coro.close()  # never started: do not leave an un-awaited coroutine behind
             raise APIError(429, str(exc), headers={"Retry-After": "5"}) from exc
         body = FutureAccepted(request_id=rid).model_dump()
         return JSONResponse(body, status_code=202)
