@@ -115,7 +115,7 @@ async def test_json_protocol_for_models_without_function_calling() -> None:
     assert result.status == "done" and result.final == "九"
     first = llm.calls[0]
     assert first[0].role == "system" and '"type": "tool"' in first[0].content
-    assert "add: Add two integers." in first[0].content
+    assert "- add(a: integer, b: integer): Add two integers." in first[0].content
     assert llm.tools_seen[0] == []  # no native declarations
     assert llm.calls[1][-1].content == "9"
 
@@ -318,3 +318,21 @@ async def test_without_tools_a_json_less_model_answers_in_plain_text() -> None:
     result = await run_agent(llm, [Message.user("hi")], ToolRegistry())
     assert result.status == "done" and result.final == "just text"
     assert all(m.role != "system" for m in llm.calls[0])  # no action protocol prompt
+
+
+def test_action_prompt_renders_compact_signatures() -> None:
+    from typing import Literal
+
+    from workbench_agent._loop import json_action_prompt
+
+    @tool
+    def search(
+        query: str, tags: list[str] | None = None, mode: Literal["a", "b"] = "a", n: int = 3
+    ) -> None:
+        """Search."""
+
+    prompt = json_action_prompt([search.schema()])
+    assert (
+        '- search(query: string, tags: array of string | null = null, mode: "a" | "b" = "a", '
+        "n: integer = 3): Search." in prompt
+    )

@@ -78,11 +78,36 @@ def json_action_prompt(tools: Sequence[ToolSchema]) -> str:
         "Tools:",
     ]
     for t in tools:
-        lines.append(
-            f"- {t.name}: {t.description} Arguments schema: "
-            + json.dumps(t.parameters, ensure_ascii=False)
-        )
+        lines.append(f"- {t.name}({_signature(t.parameters)}): {t.description}")
     return "\n".join(lines)
+
+
+def _type_of(schema: dict[str, Any]) -> str:
+    """A short type name for a JSON schema (``integer``, ``string | null``, ``array of string``)."""
+    if "enum" in schema:
+        return " | ".join(json.dumps(v, ensure_ascii=False) for v in schema["enum"])
+    if "anyOf" in schema:
+        return " | ".join(_type_of(s) for s in schema["anyOf"])
+    kind = schema.get("type", "any")
+    if kind == "array" and isinstance(schema.get("items"), dict):
+        return f"array of {_type_of(schema['items'])}"
+    return str(kind)
+
+
+def _signature(parameters: dict[str, Any]) -> str:
+    """Arguments as a compact signature: small models read it better and it costs few tokens.
+
+    ``add(a: integer, b: integer = 2)`` instead of the full JSON schema.
+    """
+    props: dict[str, Any] = parameters.get("properties", {})
+    required = set(parameters.get("required", []))
+    parts = []
+    for name, schema in props.items():
+        part = f"{name}: {_type_of(schema)}"
+        if name not in required:
+            part += " = " + json.dumps(schema.get("default"), ensure_ascii=False)
+        parts.append(part)
+    return ", ".join(parts)
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)

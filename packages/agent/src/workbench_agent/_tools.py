@@ -23,6 +23,7 @@ import builtins
 import inspect
 import json
 import re
+import sys
 import time
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -198,9 +199,11 @@ def _build_spec(
     timeout: float | None,
     retry: RetryPolicy | None,
     retry_on: tuple[type[BaseException], ...],
+    localns: dict[str, Any] | None = None,
 ) -> ToolSpec:
     sig = inspect.signature(fn)
-    hints = typing.get_type_hints(fn, include_extras=True)
+    # The defining scope's locals resolve string annotations of tools defined inside functions.
+    hints = typing.get_type_hints(fn, localns=localns, include_extras=True)
     summary, arg_docs = _parse_docstring(fn.__doc__)
     fields: dict[str, Any] = {}
     token_param: str | None = None
@@ -262,13 +265,21 @@ def tool(
     Usable bare (``@tool``) or with options (``@tool(timeout=5, retry=RetryPolicy(...))``).
     """
 
-    def wrap(f: Callable[..., Any]) -> ToolSpec:
+    def wrap(f: Callable[..., Any], localns: dict[str, Any] | None = None) -> ToolSpec:
+        if localns is None:
+            localns = dict(sys._getframe(1).f_locals)
         return _build_spec(
-            f, name=name, description=description, timeout=timeout, retry=retry, retry_on=retry_on
+            f,
+            name=name,
+            description=description,
+            timeout=timeout,
+            retry=retry,
+            retry_on=retry_on,
+            localns=localns,
         )
 
     if fn is not None:
-        return wrap(fn)
+        return wrap(fn, dict(sys._getframe(1).f_locals))
     return wrap
 
 
