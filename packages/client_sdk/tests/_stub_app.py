@@ -21,6 +21,7 @@ class StubState:
         self.seen: list[dict[str, Any]] = []
         self.attempts: dict[str, int] = defaultdict(int)
         self.required_key: str | None = None
+        self.applied: list[str] = []
 
 
 def _error(status: int, message: str, *, param: str | None = None, headers: Any = None) -> Response:
@@ -112,8 +113,20 @@ def build_stub_app(state: StubState) -> Starlette:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    async def optim_step(request: Request) -> Response:
+        """Fails each key's first attempt with 503; counts applied steps once per key."""
+        record(request)
+        key = request.headers.get("idempotency-key") or "none"
+        state.attempts[key] += 1
+        if state.attempts[key] == 1:
+            return _error(503, "busy")
+        if key not in state.applied:
+            state.applied.append(key)
+        return JSONResponse({"step": state.applied.index(key) + 1})
+
     return Starlette(
         routes=[
+            Route("/api/v1/training/runs/{run_id}/optim_step", optim_step, methods=["POST"]),
             Route("/api/v1/capabilities", capabilities),
             Route("/api/v1/status/{code:int}", status, methods=["GET", "POST"]),
             Route("/api/v1/flaky", flaky, methods=["POST"]),

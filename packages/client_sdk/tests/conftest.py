@@ -38,6 +38,7 @@ def stub() -> Iterator[tuple[str, StubState]]:
 def stub_url(stub: tuple[str, StubState]) -> str:
     stub[1].seen.clear()
     stub[1].attempts.clear()
+    stub[1].applied.clear()
     stub[1].required_key = None
     return stub[0]
 

@@ -104,3 +104,26 @@ def test_whole_call_retries_of_a_high_level_call_reuse_its_idempotency_key(
     keys = [s["idempotency_key"] for s in stub_state.seen if s["path"].endswith("/sample")]
     assert len(keys) == 2 and keys[0] == keys[1]
     service.close()
+
+
+def test_a_whole_call_retry_keeps_its_place_in_the_runs_order(
+    stub_url: str, stub_state: Any
+) -> None:
+    from workbench_client import ServiceClient, TrainingClient
+    from workbench_core.protocol import TrainingRun
+
+    service = ServiceClient(
+        base_url=stub_url,
+        retry_policy=FAST.with_(max_attempts=1),
+        retry_config=RetryConfig(policy=FAST),
+    )
+    run = TrainingRun(id="run-1", base_model="stub-llm", rank=1)
+    training = TrainingClient(service._holder, run, log_to_tracker=False)
+    first = training.optim_step({"learning_rate": 0.1})
+    second = training.optim_step({"learning_rate": 0.1})
+    # Each call's first attempt fails; its whole-call retry must still run before the next call.
+    assert first.result(timeout=20).step == 1
+    assert second.result(timeout=20).step == 2
+    keys = [s["idempotency_key"] for s in stub_state.seen if "optim_step" in s["path"]]
+    assert keys[0] == keys[1] != keys[2] == keys[3]
+    service.close()

@@ -95,12 +95,22 @@ class _Base:
     def _wb(self) -> AsyncWorkbench:
         return self._holder.sync.async_client
 
-    def _submit(self, coro_fn: Callable[[], Awaitable[T]]) -> APIFuture[T]:
-        """Run ``coro_fn`` under the retry handler on the loop thread; return its future."""
+    def _submit(
+        self, coro_fn: Callable[[], Awaitable[T]], order: tuple[_InOrder, int] | None = None
+    ) -> APIFuture[T]:
+        """Run ``coro_fn`` under the retry handler on the loop thread; return its future.
+
+        With ``order`` the call waits for its ticket's turn first, and holds the turn through
+        all its whole-call retries (a retry must not jump behind later calls of the run).
+        """
         runner = self._holder.sync.runner
+        handler = self._holder.handler
 
         async def go() -> T:
-            return await self._holder.handler.execute(coro_fn)
+            if order is None:
+                return await handler.execute(coro_fn)
+            queue, ticket = order
+            return await queue.run(ticket, lambda: handler.execute(coro_fn))
 
         return APIFuture(runner.submit(go()), runner.loop_thread)
 
@@ -204,8 +214,7 @@ class TrainingClient(_Base):
         self._tokenizer: Tokenizer | None = None
 
     def _ordered(self, coro_fn: Callable[[], Awaitable[T]]) -> APIFuture[T]:
-        ticket = self._order.ticket()
-        return self._submit(lambda: self._order.run(ticket, coro_fn))
+        return self._submit(coro_fn, order=(self._order, self._order.ticket()))
 
     # ---------------------------------------------------------------- steps
 
