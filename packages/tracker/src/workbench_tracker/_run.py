@@ -448,6 +448,8 @@ def init(
     flush_interval: float = 1.0,
     max_pending: int = 500_000,
     capture_env: bool = True,
+    monitors: Mapping[str, Any] | bool | None = None,
+    system_metrics: float | None = None,
 ) -> Run:
     """Start (or resume) a run and make it the active run.
 
@@ -464,6 +466,10 @@ def init(
         flush_interval: seconds a point may wait in memory.
         max_pending: the writer's buffer bound (points) before ``log()`` blocks.
         capture_env: record Python, packages, git and GPU information.
+        monitors: ``True`` for the default detectors (NaN/Inf, spike, divergence, plateau) on
+            every metric, or a per-metric configuration (see ``workbench_tracker.monitors``);
+            alerts are stored with the run and shown in the UI.
+        system_metrics: sample CPU/RAM/GPU as ``system/*`` series every this many seconds.
 
     Raises:
         ValueError: a field is invalid (message names it) or the run id already exists.
@@ -532,6 +538,14 @@ def init(
         max_pending=max_pending,
         capture_env=capture_env,
     )
+    if monitors:
+        from workbench_tracker.monitors import attach_monitors
+
+        attach_monitors(run, monitors)
+    if system_metrics:
+        from workbench_tracker.system import attach_system_metrics
+
+        attach_system_metrics(run, float(system_metrics))
     with _lock:
         _active.append(run)
     _install_hooks()
