@@ -92,8 +92,8 @@ def core(session: nox.Session) -> None:
 
 @nox.session
 def client(session: nox.Session) -> None:
-    """workbench-client plus core; its tests start a real serving server (a test extra)."""
-    _install(session, CORE, SERVING, f"{CLIENT}[test]")
+    """workbench-client plus core; its tests start a real serving server and log to a tracker."""
+    _install(session, CORE, SERVING, TRACKER, f"{CLIENT}[test]")
     _pytest(session, "packages/client_sdk/tests")
 
 
