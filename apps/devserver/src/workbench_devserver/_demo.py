@@ -454,4 +454,5 @@ def _summary(result: DemoResult, base_url: str, console: Any) -> None:
     for note in result.notes:
         table.add_row("note", note)
     console.print(table)
-    console.print(f"DEMO_RESULT {json.dumps(result.__dict__)}")
+    # One unwrapped machine-readable line (rich would wrap it) for scripts and tests.
+    print(f"DEMO_RESULT {json.dumps(result.__dict__)}", flush=True)
