@@ -113,3 +113,30 @@ def test_tracker_ui_shows_the_demo_runs_loss_chart(
         finally:
             browser.close()
     assert SCREENSHOT.read_bytes().startswith(b"\x89PNG")
+
+
+def test_demo_starts_its_own_dev_server_when_none_answers_and_stops_it(tmp_path: Path) -> None:
+    from wb_integration import free_port, server_env
+
+    base_url = f"http://127.0.0.1:{free_port()}"
+    env = {**server_env(tmp_path / "home"), "COLUMNS": "200"}
+    proc = subprocess.run(
+        [*workbench_cmd(), "demo", "--base-url", base_url, "--steps", "2"],
+        capture_output=True,
+        text=True,
+        timeout=420,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "starting workbench dev" in proc.stdout
+    # two steps teach nothing, and the demo must say so rather than pretend
+    assert "does NOT reproduce the tool call" in proc.stdout
+    result = json.loads(
+        next(ln for ln in proc.stdout.splitlines() if ln.startswith("DEMO_RESULT ")).split(" ", 1)[
+            1
+        ]
+    )
+    assert result["reproduced"] is False and result["steps"] == 2
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{base_url}/healthz", timeout=2)
