@@ -129,3 +129,35 @@ def test_request_of_a_disconnected_client_is_dropped_before_it_runs(serial_serve
             c.post("/api/v1/sample", json={"model": "tiny-llama", "prompt": "next"}).status_code
             == 200
         )
+
+
+def test_streaming_request_is_dropped_when_its_client_disconnects(serial_server: Any) -> None:
+    sched = serial_server.state.models["tiny-llama"].scheduler
+    gate = threading.Event()
+    held = sched.worker._pool.submit(gate.wait, 60)
+    before_dropped = sched.stats.dropped_cancelled
+    before_items = sched.stats.items
+    body = json.dumps(
+        {
+            "model": "tiny-llama",
+            "prompt": "stream victim",
+            "stream": True,
+            "sampling_params": {"max_tokens": 50},
+        }
+    ).encode()
+    host, port = serial_server.base_url.removeprefix("http://").split(":")
+    try:
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(
+            b"POST /api/v1/sample HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        assert _wait_for(lambda: bool(_waiting(sched)))
+        sock.close()
+        assert _wait_for(lambda: all(e.token.cancelled for e in _waiting(sched)))
+    finally:
+        gate.set()
+        held.result(timeout=60)
+    assert _wait_for(lambda: sched.stats.dropped_cancelled == before_dropped + 1)
+    assert sched.stats.items == before_items

@@ -32,6 +32,8 @@ log = logging.getLogger("workbench_serving.scheduler")
 
 T = TypeVar("T")
 
+_DEADLINE = "deadline exceeded"
+
 
 class SchedulerError(Exception):
     """Base of the scheduler's refusals."""
@@ -195,7 +197,7 @@ class BatchScheduler:
                 return await asyncio.shield(entry.future)
             return await asyncio.wait_for(asyncio.shield(entry.future), timeout=timeout)
         except TimeoutError:
-            token.cancel("deadline exceeded")
+            token.cancel(_DEADLINE)
             entry.future.cancel()
             self.stats.dropped_deadline += 1
             raise DeadlineExceeded(
@@ -306,8 +308,11 @@ class BatchScheduler:
         self._avg_batch_s = 0.8 * self._avg_batch_s + 0.2 * elapsed
         live_ids = {id(e) for e in live}
         for entry in batch:
-            if id(entry) not in live_ids and not entry.future.done():
-                self.stats.dropped_cancelled += 1
+            if id(entry) in live_ids:
+                continue
+            if entry.token.reason != _DEADLINE:  # deadline drops are counted by submit()
+                self.stats.dropped_cancelled += 1  # never ran: its client left while it waited
+            if not entry.future.done():
                 entry.future.set_exception(RequestCancelled(entry.token.reason or "cancelled"))
         if len(results) != len(live):
             err = RuntimeError(

@@ -43,7 +43,7 @@ def request_timeout(request: Request, st: ServingState) -> float:
     return min(value, cap)
 
 
-async def _watch_disconnect(request: Request, token: CancelToken) -> None:
+async def watch_disconnect(request: Request, token: CancelToken) -> None:
     """Cancel ``token`` when the client goes away (uvicorn sends ``http.disconnect``)."""
     while True:
         message = await request.receive()
@@ -63,7 +63,7 @@ async def run_item(
     """Submit ``item`` with the request's deadline; drop it if the client disconnects."""
     st = state_of(request)
     token = token or CancelToken()
-    watcher = asyncio.create_task(_watch_disconnect(request, token)) if watch else None
+    watcher = asyncio.create_task(watch_disconnect(request, token)) if watch else None
     try:
         return await scheduler.submit(item, token=token, timeout=request_timeout(request, st))
     finally:

@@ -44,6 +44,7 @@ from workbench_serving.api._common import (
     rid,
     run_item,
     state_of,
+    watch_disconnect,
 )
 from workbench_serving.api.errors import APIError, error_payload, not_found, to_api_error
 from workbench_serving.api.state import ServedModel, ServingState
@@ -244,6 +245,9 @@ async def stream_item(
     item.on_token = on_token
     item.cancel = token
     task = asyncio.create_task(run_item(request, served.scheduler, item, token=token, watch=False))
+    # A stream blocked waiting for its first token sends nothing, so the server would not notice
+    # a departed client by a failed send; watch the connection itself.
+    watcher = asyncio.create_task(watch_disconnect(request, token))
     try:
         while True:
             getter = asyncio.create_task(queue.get())
@@ -257,6 +261,7 @@ async def stream_item(
             yield "done", task.result()
             return
     finally:
+        watcher.cancel()
         if not task.done():
             token.cancel("client disconnected")
             task.cancel()
