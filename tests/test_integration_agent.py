@@ -83,7 +83,14 @@ def test_cancel_stops_a_run_mid_way_and_sse_reports_it(
         done = events[-1][1]
         assert done["status"] == "cancelled"
         assert done["steps"] < 50
-        status = agent.get(f"/sessions/{sid}/runs/{run_id}").json()
+        # run_done is published from inside the run's task, just before that task ends
+        deadline = time.monotonic() + 30
+        while (status := agent.get(f"/sessions/{sid}/runs/{run_id}").json())["status"] in (
+            "running",
+            "cancelling",
+        ):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
         assert status["status"] == "cancelled"
     finally:
         with httpx.Client(base_url=devserver.base_url, timeout=30) as http:
