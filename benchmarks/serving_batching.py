@@ -2,7 +2,8 @@
 
 Anchor: the same server and engine, with the clients behind ``asyncio.Semaphore(1)`` so exactly
 one request is in flight (what a server without batching does). Both phases run in this process
-against one ``workbench serve`` subprocess on tiny-llama (CPU). Goal: >= 4x.
+against one ``workbench serve`` subprocess on tiny-llama (CPU), alternating for ROUNDS rounds
+and keeping the best round of each (the machine is shared). Goal: >= 4x.
 
 Prints ``serving_batching: ratio=<batched rps / serial rps>``.
 """
@@ -21,7 +22,8 @@ import time
 import httpx
 
 CLIENTS = 32
-REQUESTS_PER_CLIENT = 4
+REQUESTS_PER_CLIENT = 3
+ROUNDS = 2
 MAX_TOKENS = 16
 
 
@@ -112,15 +114,22 @@ def main() -> int:
     proc = start_server(port, {"WORKBENCH_BATCHING": json.dumps(batching)})
     try:
         base = f"http://127.0.0.1:{port}"
-        serial = asyncio.run(run_phase(base, serial=True))
-        before = batch_stats(base)
-        batched = asyncio.run(run_phase(base, serial=False))
-        after = batch_stats(base)
+        # Alternate the phases and keep each one's best round: the machine is shared, and a
+        # burst of someone else's load should not decide the ratio.
+        serial_runs, batched_runs = [], []
+        batches = items = 0.0
+        for _ in range(ROUNDS):
+            serial_runs.append(asyncio.run(run_phase(base, serial=True)))
+            before = batch_stats(base)
+            batched_runs.append(asyncio.run(run_phase(base, serial=False)))
+            after = batch_stats(base)
+            batches += after[0] - before[0]
+            items += after[1] - before[1]
+        serial, batched = max(serial_runs), max(batched_runs)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    batches = after[0] - before[0]
-    mean_batch = (after[1] - before[1]) / batches if batches else float("nan")
+    mean_batch = items / batches if batches else float("nan")
     print(f"serving_batching: one-at-a-time {serial:.1f} req/s (anchor)")
     print(f"serving_batching: dynamic batching {batched:.1f} req/s at {CLIENTS} clients")
     print(f"serving_batching: mean batch size while batching {mean_batch:.1f}")
