@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from devserver_parts import Part, component
 from fastapi.testclient import TestClient
 
@@ -196,3 +197,24 @@ def test_render_prompt_is_what_the_checkpoint_llm_sends() -> None:
     assert _render_messages(msgs) == render_prompt("Compare my runs", ["compare_runs"])
     assert "manifest" not in _render_messages(msgs)
     assert _render_messages(msgs[:2]) == "Question: Compare my runs\nAction:"
+
+
+def test_with_api_keys_the_tracker_and_agent_need_one_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKBENCH_API_KEYS", "k1,k2")
+    tracker, agent = Part("tracker"), Part("agent")
+    with _app(component(tracker, "tracker", "/tracker"), component(agent, "agent", "/agent")) as c:
+        denied = c.get("/tracker/hello")
+        assert denied.status_code == 401
+        assert denied.json()["error"]["param"] == "api_key"
+        assert c.get("/agent/hello", headers={"X-API-Key": "nope"}).status_code == 401
+        assert c.get("/agent/hello", headers={"X-API-Key": "k2"}).json() == {"part": "agent"}
+        assert c.get("/tracker/hello", headers={"Authorization": "Bearer k1"}).status_code == 200
+        assert c.get("/tracker/readyz").status_code == 200  # probes stay open
+        assert c.get("/readyz").status_code == 200
+        # a browser: ?api_key= once, then the cookie carries it
+        first = c.get("/tracker/hello?api_key=k1")
+        assert first.status_code == 200
+        assert "HttpOnly" in first.headers["set-cookie"]
+        assert c.get("/tracker/hello").status_code == 200
+        c.cookies.clear()
+        assert c.post("/devserver/agent/llm", json={"model": "x"}).status_code == 401

@@ -187,6 +187,11 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.devserver_settings = settings
+    keys = serving_api_keys()
+    if keys:
+        from ._auth import PartsKeyMiddleware
+
+        app.add_middleware(PartsKeyMiddleware, keys=keys)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
