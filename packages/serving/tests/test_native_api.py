@@ -201,7 +201,7 @@ def test_wait_false_answers_202_and_the_future_resolves(server: Any) -> None:
     assert SampleResponse.model_validate(fut.result).sequences
 
 
-def test_failed_future_reports_the_error_with_its_status(server: Any) -> None:
+def test_context_overflow_with_wait_false_is_rejected_before_any_future(server: Any) -> None:
     with server.client() as c:
         r = c.post(
             "/api/v1/sample?wait=false",
@@ -211,9 +211,23 @@ def test_failed_future_reports_the_error_with_its_status(server: Any) -> None:
                 "sampling_params": {"max_tokens": 300},
             },
         )
-        # Context overflow is caught before the work starts: a plain 400, no future.
-        assert r.status_code == 400
-        assert r.json()["error"]["param"] == "sampling_params.max_tokens"
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "sampling_params.max_tokens"
+
+
+def test_failed_future_reports_the_error_with_its_status(server: Any) -> None:
+    with server.client() as c:
+        r = c.post("/api/v1/training/runs/run_missing/optim_step?wait=false", json={})
+        assert r.status_code == 202
+        fut = FutureResult.model_validate(
+            c.post(
+                "/api/v1/futures/retrieve",
+                json={"request_id": r.json()["request_id"], "timeout": 60},
+            ).json()
+        )
+    assert fut.status == "error"
+    assert fut.http_status == 404
+    assert fut.error is not None and fut.error.param == "run_id"
 
 
 def test_unknown_future_is_404_naming_request_id(server: Any) -> None:

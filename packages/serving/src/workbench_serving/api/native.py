@@ -146,7 +146,7 @@ async def capabilities(request: Request) -> Capabilities:
     )
 
 
-@router.get("/models/{name}/tokenizer", response_model=TokenizerInfo, tags=["models"])
+@router.get("/models/{name:path}/tokenizer", response_model=TokenizerInfo, tags=["models"])
 async def tokenizer(name: str, request: Request) -> TokenizerInfo:
     """A text model's ``tokenizer.json``, chat template and special tokens."""
     st = state_of(request)

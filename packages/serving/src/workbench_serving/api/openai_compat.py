@@ -584,7 +584,12 @@ async def images_generations(req: ImageGenerationRequest, request: Request) -> I
             raise APIError(
                 400, f"size: {name} must be a multiple of 8 between 8 and 2048", param="size"
             )
-    check_image_limits(st, width=width, height=height, steps=4, n=req.n)
+    try:
+        check_image_limits(st, width=width, height=height, steps=4, n=req.n)
+    except APIError as exc:
+        if exc.param in ("width", "height"):
+            exc.param = "size"  # the OpenAI request names the size, not width/height
+        raise
     item = ImageItem(prompt=req.prompt, width=width, height=height, n=req.n)
     result = await run_item(request, served.scheduler, item)
     return ImagesResponse(
