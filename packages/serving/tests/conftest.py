@@ -130,6 +130,7 @@ def server(_workbench_home: Path) -> Iterator[RunningServer]:
         max_image_steps=4,
         max_images_per_request=2,
         request_timeout_s=60,
+        max_training_runs=64,
     )
     running = start_server(settings)
     yield running
