@@ -60,7 +60,7 @@ def test_cancel_stops_a_run_mid_way_and_sse_reports_it(
     devserver: DevServer, agent: httpx.Client
 ) -> None:
     with httpx.Client(base_url=devserver.base_url, timeout=30) as http:
-        before = http.get("/devserver/agent/llm").json()["llm"]
+        before = http.get("/devserver/agent/llm").json()
         # the untrained base model never writes a valid action, so the run would use every step
         assert http.post("/devserver/agent/llm", json={"model": "tiny-llama"}).status_code == 200
     try:
@@ -94,5 +94,5 @@ def test_cancel_stops_a_run_mid_way_and_sse_reports_it(
         assert status["status"] == "cancelled"
     finally:
         with httpx.Client(base_url=devserver.base_url, timeout=30) as http:
-            http.post("/devserver/agent/llm", json={"model": None})
-            assert http.get("/devserver/agent/llm").json()["llm"] == before
+            http.post("/devserver/agent/llm", json={"model": before["model"]})
+            assert http.get("/devserver/agent/llm").json() == before

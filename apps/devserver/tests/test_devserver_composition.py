@@ -158,6 +158,7 @@ def test_agent_llm_switch_moves_the_agent_onto_a_checkpoint_and_back() -> None:
         resp = client.post("/devserver/agent/llm", json={"model": "run-1:demo"})
         assert resp.status_code == 200
         assert "run-1:demo" in resp.json()["llm"]
+        assert resp.json()["model"] == "run-1:demo"
         assert agent.llm.supports_tools is False  # the checkpoint speaks the JSON protocol
         resp = client.post("/devserver/agent/llm", json={"model": None})
         assert resp.json()["llm"] == "default served model"

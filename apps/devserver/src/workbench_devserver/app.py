@@ -243,13 +243,17 @@ def create_app(
             return None
         return _error(401, "authentication_error", "a valid API key is required", None)
 
+    def _llm_state() -> dict[str, Any]:
+        if agent is None:
+            return {"llm": None, "model": None, "switchable": False}
+        inner = agent.llm.inner
+        model = inner.model if isinstance(inner, CheckpointLLM) else None
+        return {"llm": agent.llm.description, "model": model, "switchable": True}
+
     @app.get("/devserver/agent/llm", tags=["devserver"])
     async def get_agent_llm() -> dict[str, Any]:
-        """Which LLM the agent runs on."""
-        return {
-            "llm": agent.llm.description if agent is not None else None,
-            "switchable": agent is not None,
-        }
+        """Which LLM the agent runs on (``model`` is set while it runs on a served checkpoint)."""
+        return _llm_state()
 
     @app.post("/devserver/agent/llm", tags=["devserver"], response_model=None)
     async def set_agent_llm(body: AgentLLMBody, request: Request) -> JSONResponse:
@@ -266,7 +270,7 @@ def create_app(
         else:
             llm = CheckpointLLM(settings.base_url, body.model, api_key=_first_key())
             agent.llm.switch(llm, llm.describe())
-        return JSONResponse({"llm": agent.llm.description, "switchable": True})
+        return JSONResponse(_llm_state())
 
     schema_cache: dict[str, Any] = {}
 
