@@ -42,3 +42,16 @@ def test_without_lifespan_nothing_claims_to_be_ready() -> None:
     page = client.get("/").text
     for part in ("tracker", "agent", "serving"):
         assert f'id="part-{part}"' in page
+
+
+@pytest.mark.skipif(not INSTALLED, reason="needs serving, tracker and agent installed")
+def test_with_a_gemini_key_the_agent_runs_on_gemini(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench_agent import GeminiLLM
+
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+    monkeypatch.setenv("WORKBENCH_GEMINI_MODEL", "gemini-test")
+    comps = build_components(DevServerSettings(serving=False, tracker=False))
+    (agent,) = comps
+    assert agent.error is None
+    assert isinstance(agent.llm.inner, GeminiLLM)
+    assert agent.llm.description == "Gemini (gemini-test)"

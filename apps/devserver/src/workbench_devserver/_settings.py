@@ -31,7 +31,9 @@ class DevServerSettings(BaseSettings):
         gemini_model: which Gemini model.
     """
 
-    model_config = SettingsConfigDict(env_prefix="WORKBENCH_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="WORKBENCH_", extra="ignore", populate_by_name=True
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

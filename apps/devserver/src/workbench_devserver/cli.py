@@ -60,9 +60,19 @@ def dev(host: str | None, port: int | None, log_level: str) -> None:
 )
 @click.option("--steps", type=click.IntRange(1, 2000), default=200, show_default=True)
 @click.option("--project", default="workbench-demo", show_default=True)
-def demo(base_url: str | None, steps: int, project: str) -> None:
+@click.option(
+    "--keep-server/--stop-server",
+    default=None,
+    help="Keep a dev server the demo started running afterwards (default: when interactive).",
+)
+def demo(base_url: str | None, steps: int, project: str, keep_server: bool | None) -> None:
     """Fine-tune, sample, draw and ask the agent, all through the client SDK, visible in the UI."""
     from ._demo import run_demo
 
-    code = run_demo(base_url=base_url or "http://127.0.0.1:8000", steps=steps, project=project)
+    code = run_demo(
+        base_url=base_url or "http://127.0.0.1:8000",
+        steps=steps,
+        project=project,
+        keep_server=keep_server,
+    )
     raise SystemExit(code)
