@@ -96,3 +96,26 @@ def test_cancel_stops_a_run_mid_way_and_sse_reports_it(
         with httpx.Client(base_url=devserver.base_url, timeout=30) as http:
             http.post("/devserver/agent/llm", json={"model": before["model"]})
             assert http.get("/devserver/agent/llm").json() == before
+
+
+def test_sse_replays_what_a_reconnecting_client_missed(agent: httpx.Client) -> None:
+    sid = agent.post("/sessions", json={}).json()["id"]
+    assert agent.post(f"/sessions/{sid}/tools/search_runs", json={"args": {}}).status_code == 200
+
+    def first_events(headers: dict[str, str], n: int) -> list[tuple[str, str | None]]:
+        decoder = SSEDecoder()
+        got: list[tuple[str, str | None]] = []
+        with agent.stream("GET", f"/sessions/{sid}/events", headers=headers, timeout=30) as s:
+            for chunk in s.iter_bytes():
+                got.extend((ev.event, ev.id) for ev in decoder.feed(chunk))
+                if len(got) >= n:
+                    return got[:n]
+        return got
+
+    everything = first_events({}, 2)
+    assert [e for e, _ in everything] == ["tool_start", "tool_end"]
+    resumed = first_events({"Last-Event-ID": str(everything[0][1])}, 1)
+    assert resumed == [everything[1]]
+    bad = agent.get(f"/sessions/{sid}/events", headers={"Last-Event-ID": "abc"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "Last-Event-ID"
