@@ -20,6 +20,7 @@ def test_every_part_is_ready_and_linked_from_the_landing_page(http: httpx.Client
     assert ready.status_code == 200
     assert ready.json()["components"] == {"tracker": "ready", "agent": "ready", "serving": "ready"}
     page = http.get("/").text
+    assert 'http-equiv="refresh"' not in page
     for part in ("tracker", "agent", "serving"):
         assert re.search(rf'id="part-{part}".*?data-state="ready"', page, re.S), part
     for link in ("/tracker/", "/agent/", "/api/v1/capabilities", "/v1/models", "/docs"):

@@ -40,6 +40,7 @@ def test_without_lifespan_nothing_claims_to_be_ready() -> None:
     assert resp.status_code == 503
     assert set(resp.json()["components"].values()) == {"starting"}
     page = client.get("/").text
+    assert 'http-equiv="refresh"' in page  # reloads itself until everything is ready
     for part in ("tracker", "agent", "serving"):
         assert f'id="part-{part}"' in page
 

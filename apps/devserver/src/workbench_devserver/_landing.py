@@ -50,8 +50,11 @@ def render_landing(status: dict[str, Any]) -> str:
             f"<ul>{links}</ul>{extra}</div>"
         )
     overall = "ready" if status["ready"] else "starting"
+    # While parts warm up the page reloads itself, so it turns green without the user's help.
+    refresh = "" if status["ready"] else '<meta http-equiv="refresh" content="3">'
+
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Workbench dev server</title>
+<html><head><meta charset="utf-8"><title>Workbench dev server</title>{refresh}
 <style>{_CSS}</style></head><body>
 <h1>Workbench{_badge(overall)}</h1>
 <p class="sub">serving, tracker and agent in one process &middot; home
