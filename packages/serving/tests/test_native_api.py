@@ -201,6 +201,22 @@ def test_wait_false_answers_202_and_the_future_resolves(server: Any) -> None:
     assert SampleResponse.model_validate(fut.result).sequences
 
 
+def test_image_future_reports_denoising_progress(server: Any) -> None:
+    with server.client() as c:
+        r = c.post(
+            "/api/v1/images/generate?wait=false",
+            json={"model": "tiny-sd", "prompt": "a red square", "steps": 3, "seed": 3},
+        )
+        assert r.status_code == 202, r.text
+        rid = r.json()["request_id"]
+        fut = FutureResult.model_validate(
+            c.post("/api/v1/futures/retrieve", json={"request_id": rid, "timeout": 60}).json()
+        )
+    assert fut.status == "done"
+    assert fut.progress == {"step": 3, "total": 3}
+    assert ImageGenerateResponse.model_validate(fut.result).images
+
+
 def test_context_overflow_with_wait_false_is_rejected_before_any_future(server: Any) -> None:
     with server.client() as c:
         r = c.post(

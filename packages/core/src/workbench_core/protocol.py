@@ -379,6 +379,8 @@ class FutureResult(BaseModel):
     result: Any | None = None
     error: ErrorDetail | None = None
     http_status: int | None = None
+    # Latest progress a long operation reported, e.g. ``{"step": 3, "total": 20}`` for an image.
+    progress: dict[str, Any] | None = None
 
 
 __all__ = [

@@ -8,10 +8,11 @@ not grow the server without bound.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,30 @@ class _Record:
     http_status: int | None = None
     task: asyncio.Task[None] | None = None
     expires: float = 0.0
+    progress: dict[str, Any] | None = None
+
+
+# The record of the future whose work is running in this task, so work can report progress
+# without knowing it runs as a future (the same code serves ``?wait=true``).
+_current: contextvars.ContextVar[_Record | None] = contextvars.ContextVar(
+    "workbench_future", default=None
+)
+
+
+def progress_reporter() -> Callable[[dict[str, Any]], None] | None:
+    """A callback that records progress on the running future, or None outside a future.
+
+    The callback may be called from the engine's worker thread: it only swaps one reference,
+    which readers on the event loop see whole.
+    """
+    record = _current.get()
+    if record is None:
+        return None
+
+    def report(progress: dict[str, Any]) -> None:
+        record.progress = dict(progress)
+
+    return report
 
 
 class FutureStoreFull(Exception):
@@ -75,6 +100,7 @@ class FutureStore:
         self._records[rid] = record
 
         async def runner() -> None:
+            _current.set(record)
             try:
                 value = await work
                 record.result = (
@@ -104,16 +130,21 @@ class FutureStore:
             except TimeoutError:
                 pass
         if not record.done.is_set():
-            return FutureResult(request_id=request_id, status="pending")
+            return FutureResult(request_id=request_id, status="pending", progress=record.progress)
         if record.error is not None:
             return FutureResult(
                 request_id=request_id,
                 status="error",
                 error=record.error,
                 http_status=record.http_status,
+                progress=record.progress,
             )
         return FutureResult(
-            request_id=request_id, status="done", result=record.result, http_status=200
+            request_id=request_id,
+            status="done",
+            result=record.result,
+            http_status=200,
+            progress=record.progress,
         )
 
     async def close(self) -> None:

@@ -57,6 +57,7 @@ from workbench_serving.engines.base import (
     VisionItem,
     VisionResult,
 )
+from workbench_serving.futures import progress_reporter
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 429, 503, 504)
@@ -346,6 +347,9 @@ async def images_generate(req: ImageGenerateRequest, request: Request) -> Any:
     )
 
     async def work(watch: bool) -> BaseModel:
+        report = progress_reporter()
+        if report is not None:  # as a future: retrieve shows the denoising step
+            item.on_progress = lambda step, total: report({"step": step, "total": total})
         result: ImageResult = await run_item(request, served.scheduler, item, watch=watch)
         return ImageGenerateResponse(
             images=[
