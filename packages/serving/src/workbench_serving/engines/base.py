@@ -12,8 +12,10 @@ usable (and benchmarkable) without a server.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:  # engines only read ``.cancelled``; any token with that attribute works
@@ -237,3 +239,45 @@ class Engine(Protocol, Generic[ItemT, ResultT]):
 
     def describe(self) -> dict[str, Any]:
         """Model facts for ``capabilities``: kind, context length, dtype, device, ..."""
+
+
+class PretrainedEngine:
+    """What every engine that loads weights shares: where they come from and where they go.
+
+    Keeps the constructor arguments unresolved until ``load`` runs in the worker thread, so
+    building an engine never touches torch, the device or the disk.
+
+    Args:
+        name: the model name clients use.
+        path: a preset name, local directory or hub id (default: ``name``).
+        device: ``"cuda"``, ``"cpu"``, ... (default: CUDA if available).
+        dtype: ``"bfloat16"``, ``"float32"``, ... (default: bf16 on CUDA, fp32 on CPU).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> None:
+        self.name = name
+        self.source = str(path) if path is not None else name
+        self._device_arg = device
+        self._dtype_arg = dtype
+        # Every use of the weights holds it (the training engine shares the text engine's).
+        self.lock = threading.RLock()
+        self._device: Any = None
+        self._dtype: Any = None
+
+    def _placement(self) -> tuple[Any, Any, Path | str]:
+        """(device, dtype, local path or hub id) for ``from_pretrained``.
+
+        Applies the torch thread setting and builds a tiny preset on first use.
+        """
+        from workbench_serving.engines._device import apply_thread_setting, pick_device
+        from workbench_serving.presets import resolve_model
+
+        device, dtype = pick_device(self._device_arg, self._dtype_arg)
+        apply_thread_setting()
+        return device, dtype, resolve_model(self.source)

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import io
 import secrets
-import threading
 import warnings
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench_serving.engines._device import apply_thread_setting, pick_device
-from workbench_serving.engines.base import EngineError, EngineKind, ImageItem, ImageResult
+from workbench_serving.engines.base import (
+    EngineError,
+    EngineKind,
+    ImageItem,
+    ImageResult,
+    PretrainedEngine,
+)
 
 __all__ = ["ImageEngine"]
 
@@ -38,7 +42,7 @@ def _is_cancelled(token: Any) -> bool:
     return token is not None and bool(getattr(token, "cancelled", False))
 
 
-class ImageEngine:
+class ImageEngine(PretrainedEngine):
     """A diffusers text-to-image pipeline loaded with ``DiffusionPipeline.from_pretrained``.
 
     Args:
@@ -57,14 +61,8 @@ class ImageEngine:
         device: str | None = None,
         dtype: str | None = None,
     ) -> None:
-        self.name = name
-        self.source = str(path) if path is not None else name
-        self._device_arg = device
-        self._dtype_arg = dtype
-        self.lock = threading.RLock()
+        super().__init__(name, path, device, dtype)
         self.pipe: Any = None
-        self._device: Any = None
-        self._dtype: Any = None
 
     def load(self) -> None:
         """Load the pipeline with ``from_pretrained``; idempotent."""
@@ -73,11 +71,7 @@ class ImageEngine:
                 return
             from diffusers import DiffusionPipeline
 
-            from workbench_serving.presets import resolve_model
-
-            device, dtype = pick_device(self._device_arg, self._dtype_arg)
-            apply_thread_setting()
-            path = resolve_model(self.source)
+            device, dtype, path = self._placement()
             with warnings.catch_warnings():
                 # diffusers >= 0.36 prefers ``dtype``; ``torch_dtype`` works in every version
                 # this package supports.

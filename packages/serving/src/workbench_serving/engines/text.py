@@ -25,7 +25,6 @@ from __future__ import annotations
 import inspect
 import json
 import secrets
-import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -34,12 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from workbench_serving.engines._device import apply_thread_setting, pick_device
 from workbench_serving.engines.base import (
     EngineError,
     EngineKind,
     LogprobsItem,
     LogprobsResult,
+    PretrainedEngine,
     SampledSequence,
     SampleItem,
     SampleResult,
@@ -123,7 +122,7 @@ def tokenizer_files(
     }
 
 
-class TextEngine:
+class TextEngine(PretrainedEngine):
     """A causal language model served for sampling and logprobs, with LoRA adapters.
 
     Args:
@@ -142,12 +141,7 @@ class TextEngine:
         device: str | None = None,
         dtype: str | None = None,
     ) -> None:
-        self.name = name
-        self.source = str(path) if path is not None else name
-        self._device_arg = device
-        self._dtype_arg = dtype
-        # Shared with the training engine: every use of the model holds it.
-        self.lock = threading.RLock()
+        super().__init__(name, path, device, dtype)
         self.model: Any = None
         self.tokenizer: Any = None
         self.peft: Any = None  # peft.PeftModel once the first adapter is added
@@ -177,11 +171,7 @@ class TextEngine:
                 return
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            from workbench_serving.presets import resolve_model
-
-            device, dtype = pick_device(self._device_arg, self._dtype_arg)
-            apply_thread_setting()
-            path = resolve_model(self.source)
+            device, dtype, path = self._placement()
             tokenizer = AutoTokenizer.from_pretrained(path)
             model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
             model.to(device)

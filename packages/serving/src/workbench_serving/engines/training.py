@@ -40,6 +40,7 @@ from workbench_serving.engines.base import (
     EngineError,
     EngineKind,
     ForwardBackwardResult,
+    PretrainedEngine,
     RunInfo,
     TrainingDatum,
     TrainingOp,
@@ -129,7 +130,7 @@ def _as_adam(raw: Any) -> AdamParams:
     raise EngineError("adam_params must be an object", param="adam_params")
 
 
-class TrainingEngine:
+class TrainingEngine(PretrainedEngine):
     """LoRA training runs on a text model, driven like the other engines through ``run_batch``.
 
     Args:
@@ -155,10 +156,7 @@ class TrainingEngine:
         text_engine: TextEngine | None = None,
         root: Path | None = None,
     ) -> None:
-        self.name = name
-        self.source = str(path) if path is not None else name
-        self._device_arg = device
-        self._dtype_arg = dtype
+        super().__init__(name, path, device, dtype)
         self._text = text_engine
         self._root = root
         self._runs: dict[str, _Run] = {}

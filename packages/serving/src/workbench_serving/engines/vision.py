@@ -15,13 +15,17 @@ processor (both loaded with ``from_pretrained`` from the same directory), minus 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench_serving.engines._device import apply_thread_setting, pick_device
-from workbench_serving.engines.base import EngineError, EngineKind, VisionItem, VisionResult
+from workbench_serving.engines.base import (
+    EngineError,
+    EngineKind,
+    PretrainedEngine,
+    VisionItem,
+    VisionResult,
+)
 
 __all__ = ["VisionEngine"]
 
@@ -61,7 +65,7 @@ def _load_processor(path: Path | str) -> Any:
     )
 
 
-class VisionEngine:
+class VisionEngine(PretrainedEngine):
     """A vision-language model loaded with ``AutoProcessor`` + ``from_pretrained``.
 
     Args:
@@ -80,15 +84,9 @@ class VisionEngine:
         device: str | None = None,
         dtype: str | None = None,
     ) -> None:
-        self.name = name
-        self.source = str(path) if path is not None else name
-        self._device_arg = device
-        self._dtype_arg = dtype
-        self.lock = threading.RLock()
+        super().__init__(name, path, device, dtype)
         self.model: Any = None
         self.processor: Any = None
-        self._device: Any = None
-        self._dtype: Any = None
         self._eos: set[int] = set()
         self._path: Path | str | None = None
 
@@ -99,11 +97,7 @@ class VisionEngine:
                 return
             from transformers import AutoModelForImageTextToText
 
-            from workbench_serving.presets import resolve_model
-
-            device, dtype = pick_device(self._device_arg, self._dtype_arg)
-            apply_thread_setting()
-            path = resolve_model(self.source)
+            device, dtype, path = self._placement()
             processor = _load_processor(path)
             model: Any = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
             model.to(device)
