@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tracker_testutil import ServerThread, free_port
+from tracker_testutil import CHROMIUM, CHROMIUM_ARGS, ServerThread, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -143,3 +143,17 @@ def env(**values: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture
+def page() -> Iterator[Any]:
+    """A page in Debian's headless Chromium; any uncaught page error fails the test."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        pg = browser.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield pg
+        browser.close()
+        assert not errors, errors
