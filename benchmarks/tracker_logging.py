@@ -6,11 +6,13 @@ Contenders, each in its own fresh subprocess so imports and threads never interf
 - wandb offline (``WANDB_MODE=offline``, ``WANDB_DIR`` in a temp dir, ``WANDB_SILENT``)
 - MLflow on SQLite: ``log_metric`` per point (a 500-point subset, extrapolated x200) and
   ``log_batch`` (1,000 metrics per call)
-- tensorboardX ``SummaryWriter.add_scalar`` per point, then ``close()``
+- TensorBoard's own ``torch.utils.tensorboard.SummaryWriter.add_scalar`` per point, then
+  ``close()`` (the event-file writer every PyTorch user has), and tensorboardX's twin of it
 
 The clock starts after each tool's init/start-run and stops when its finish/close returns.
 Goals: >= 20x faster than wandb offline, >= 100x than MLflow per call, faster than
-SummaryWriter. Prints seconds and ratios (anchor time / workbench time); always exits 0.
+SummaryWriter. Each contender runs 3 times (MLflow per call once); the median run counts.
+Prints seconds and ratios (anchor time / workbench time); always exits 0.
 A contender that is not installed is reported as skipped.
 
 Run: ``python benchmarks/tracker_logging.py``.
@@ -28,6 +30,7 @@ import textwrap
 KEYS = 10
 STEPS = 10_000
 MLFLOW_SUBSET = 500
+REPEATS = 3
 
 COMMON = f"""
 import json, sys, time
@@ -97,6 +100,16 @@ if batch:
 mlflow.end_run()
 print(json.dumps({"seconds": time.perf_counter() - t0}))
 """,
+    "tensorboard": """
+from torch.utils.tensorboard import SummaryWriter
+w = SummaryWriter(f"{tmp}/tb")
+t0 = time.perf_counter()
+for s in range(STEPS):
+    for i, n in enumerate(names):
+        w.add_scalar(n, s * 0.001 + i, s)
+w.close()
+print(json.dumps({"seconds": time.perf_counter() - t0}))
+""",
     "tensorboardX": """
 from tensorboardX import SummaryWriter
 w = SummaryWriter(f"{tmp}/tb")
@@ -125,9 +138,22 @@ def run_one(name: str) -> dict[str, float] | str:
         return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def run_median(name: str, repeats: int) -> dict[str, float] | str:
+    """The run with the median time of ``repeats`` fresh processes (a shared 2-core machine is
+    noisy; every contender gets the same treatment)."""
+    runs = [run_one(name) for _ in range(repeats)]
+    ok = sorted((r for r in runs if isinstance(r, dict)), key=lambda r: r["seconds"])
+    if not ok:
+        return runs[0]
+    return ok[len(ok) // 2]
+
+
 def main() -> int:
     print(f"Logging {KEYS * STEPS:,} scalars ({KEYS} keys x {STEPS:,} steps), until durable")
-    results = {name: run_one(name) for name in SCRIPTS}
+    # MLflow per call takes minutes even on the subset: measured once.
+    results = {
+        name: run_median(name, 1 if name == "mlflow_per_call" else REPEATS) for name in SCRIPTS
+    }
     wb = results["workbench"]
     if not isinstance(wb, dict):
         print(f"workbench-tracker failed: {wb}")
@@ -137,7 +163,13 @@ def main() -> int:
         f"  (log() calls alone {wb['log_calls']:.3f} s,"
         f" {wb['log_calls'] / (KEYS * STEPS) * 1e6:.2f} us/point)"
     )
-    goals = {"wandb": 20.0, "mlflow_per_call": 100.0, "mlflow_batch": None, "tensorboardX": 1.0}
+    goals = {
+        "wandb": 20.0,
+        "mlflow_per_call": 100.0,
+        "mlflow_batch": None,
+        "tensorboard": 1.0,
+        "tensorboardX": 1.0,
+    }
     for name, goal in goals.items():
         res = results[name]
         if not isinstance(res, dict):

@@ -34,20 +34,27 @@ def test_sigkill_while_logging_loses_at_most_the_last_flush_interval(tmp_path: P
                 time.sleep(0.01)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script])
+    # A short staleness window (writer and reader agree on it) so the crash shows quickly.
+    stale_env = {"WORKBENCH_TRACKER_STALE_S": "2"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, **stale_env})
     try:
+        def progress() -> int:
+            # The child rewrites the marker in place: a read may see it empty or half-written.
+            try:
+                return int(marker.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                return -1
+
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if (
-                marker.exists()
-                and marker.read_text()
-                and int(marker.read_text().split()[0]) >= 4000
-            ):
+            if progress() >= 4000:
                 break
             time.sleep(0.05)
         else:
             pytest.fail("the logging process made no progress")
-        logged_before = int(marker.read_text().split()[0])
+        logged_before = -1
+        while logged_before < 0:
+            logged_before = progress()
         time.sleep(0.6)  # > 2 flush intervals: everything logged up to now must be durable
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -61,7 +68,26 @@ def test_sigkill_while_logging_loses_at_most_the_last_flush_interval(tmp_path: P
     steps, values = run.metric("x")
     assert steps == list(range(len(steps))) and values[:3] == [0.0, 1.0, 2.0]
     assert len(steps) >= logged_before - 200
-    assert run.status == "running"  # nobody finished it: the UI shows it as such
+    # Nobody finished it: once its heartbeat is older than the staleness window it reads as
+    # crashed (the process is gone), and the status filter finds it.
+    os.environ.update(stale_env)
+    try:
+        deadline = time.monotonic() + 30
+        while run.refresh().status != "crashed":
+            assert run.status == "running", run.status
+            if time.monotonic() > deadline:
+                pytest.fail("the killed run never read as crashed")
+            time.sleep(0.1)
+        assert [r.id for r in wt.Api(url).runs(status="crashed")] == ["victim"]
+        # Resuming it by id continues its steps and makes it live again.
+        with wt.init(id="victim", resume="must", store=url, capture_env=False) as again:
+            assert again.step == len(steps)
+            again.log({"x": -1.0})
+        resumed = wt.Api(url).run("victim")
+        assert resumed.status == "finished"
+        assert resumed.metric("x")[0][-1] == len(steps)
+    finally:
+        os.environ.pop("WORKBENCH_TRACKER_STALE_S", None)
 
 
 @pytest.mark.slow

@@ -73,7 +73,7 @@ class MetricWriter:
         self._closing = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._loop, name=f"workbench-tracker-writer-{run_id}", daemon=True
+            target=self._guarded_loop, name=f"workbench-tracker-writer-{run_id}", daemon=True
         )
         self._thread.start()
 
@@ -91,6 +91,8 @@ class MetricWriter:
                     raise WriterError("writer is closed")
                 cond.notify_all()
                 while self._added - self._written >= self.max_pending and self._error is None:
+                    if not self._thread.is_alive():
+                        raise WriterError("writer thread is not running; the buffer cannot drain")
                     cond.wait(0.5)
                 if self._error is not None:
                     self._raise_error()
@@ -132,6 +134,24 @@ class MetricWriter:
         err = self._error
         self._error = None
         raise WriterError(f"tracker writer failed: {err!r}") from err
+
+    def _guarded_loop(self) -> None:
+        """The thread's body: should the loop itself ever break, say so loudly and hand the
+        error to the caller's thread instead of ending quietly with points in memory."""
+        try:
+            self._loop()
+        except BaseException as exc:
+            import sys
+
+            print(
+                f"workbench-tracker: writer for run {self.run_id} stopped: {exc!r}; "
+                f"{self.pending} points not written",
+                file=sys.stderr,
+            )
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+            raise
 
     def _loop(self) -> None:
         cond = self._cond
