@@ -38,6 +38,7 @@ def test_sigkill_while_logging_loses_at_most_the_last_flush_interval(tmp_path: P
     stale_env = {"WORKBENCH_TRACKER_STALE_S": "2"}
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, **stale_env})
     try:
+
         def progress() -> int:
             # The child rewrites the marker in place: a read may see it empty or half-written.
             try:

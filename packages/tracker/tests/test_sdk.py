@@ -287,6 +287,28 @@ def test_writer_error_is_reraised_at_flush_and_points_are_kept(sqlite_url: str) 
     assert len(store.metric_series("w2", "a")) == 10
 
 
+def test_a_writer_thread_that_breaks_says_so_and_never_strands_the_caller(
+    sqlite_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    class Broken(BaseException):
+        """Not an Exception: escapes the per-batch retry, as a bug in the loop would."""
+
+    class BreakingStore:
+        def log_metrics(self, run_id: str, rows: Any) -> None:
+            raise Broken("writer bug")
+
+    writer = MetricWriter(BreakingStore(), "wb", flush_interval=0.01, max_pending=10)  # type: ignore[arg-type]
+    writer.add([("a", i, 0.0, 0.0) for i in range(10)])
+    with pytest.raises(WriterError, match="writer bug"):
+        writer.flush(timeout=10)
+    writer._thread.join(10)
+    assert not writer._thread.is_alive()
+    # The buffer is full and nobody drains it: add() raises instead of blocking forever.
+    with pytest.raises(WriterError, match="not running"):
+        writer.add([("a", 10, 0.0, 0.0)])
+    assert "writer for run wb stopped" in capfd.readouterr().err
+
+
 def test_log_blocks_when_the_store_falls_behind(sqlite_url: str) -> None:
     store = get_store(sqlite_url)
     from workbench_tracker.store import RunInfo

@@ -142,16 +142,17 @@ class MetricWriter:
             self._loop()
         except BaseException as exc:
             import sys
+            import traceback
 
             print(
                 f"workbench-tracker: writer for run {self.run_id} stopped: {exc!r}; "
                 f"{self.pending} points not written",
                 file=sys.stderr,
             )
+            traceback.print_exc(file=sys.stderr)
             with self._cond:
                 self._error = exc
                 self._cond.notify_all()
-            raise
 
     def _loop(self) -> None:
         cond = self._cond
