@@ -64,6 +64,50 @@ def test_update_run_changes_status_summary_and_tags(store: Store) -> None:
     assert [r.id for r in store.list_runs(tags=["new"])[0]] == ["u1"]
 
 
+def _wait_status(store: Store, run_id: str, want: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while store.get_run(run_id).status != want:
+        if time.monotonic() > deadline:
+            pytest.fail(f"run {run_id} never read as {want!r}: {store.get_run(run_id).status!r}")
+        time.sleep(0.05)
+
+
+def test_running_run_without_heartbeat_reads_as_crashed_until_touched(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKBENCH_TRACKER_STALE_S", "0.3")
+    _run(store, "hb-live")
+    _run(store, "hb-done")
+    store.update_run("hb-done", status="finished")
+    assert store.get_run("hb-live").status == "running"
+    _wait_status(store, "hb-live", "crashed")
+    # Finished runs never turn into crashed ones, however old.
+    assert store.get_run("hb-done").status == "finished"
+    crashed, total = store.list_runs(status="crashed")
+    assert [r.id for r in crashed] == ["hb-live"] and total == 1
+    assert crashed[0].status == "crashed"
+    assert store.list_runs(status="running") == ([], 0)
+    # A heartbeat (an update with no fields) makes it live again.
+    assert store.update_run("hb-live").status == "running"
+    assert [r.id for r in store.list_runs(status="running")[0]] == ["hb-live"]
+    assert store.list_runs(status="crashed") == ([], 0)
+
+
+def test_stale_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench_tracker.store.base import heartbeat_interval_s, stale_after_s
+
+    monkeypatch.setenv("WORKBENCH_TRACKER_STALE_S", "soon")
+    with pytest.raises(ValueError, match="WORKBENCH_TRACKER_STALE_S"):
+        stale_after_s()
+    monkeypatch.setenv("WORKBENCH_TRACKER_STALE_S", "-1")
+    with pytest.raises(ValueError, match="positive"):
+        stale_after_s()
+    monkeypatch.setenv("WORKBENCH_TRACKER_STALE_S", "8")
+    assert (stale_after_s(), heartbeat_interval_s()) == (8.0, 2.0)
+    monkeypatch.delenv("WORKBENCH_TRACKER_STALE_S")
+    assert (stale_after_s(), heartbeat_interval_s()) == (90.0, 15.0)
+
+
 def test_metrics_round_trip_including_nan_and_inf(store: Store) -> None:
     _run(store, "m1")
     now = time.time()
@@ -217,3 +261,82 @@ def test_long_series_downsample_from_block_summaries_across_batches(store: Store
         for step, value in got.items():  # every point is a real logged point
             assert value == values[step] or (math.isnan(value) and math.isnan(values[step]))
         assert s.times[0] == 1000.0 and s.times[-1] == 1000.0 + n - 1
+
+
+def _expected_band(values: list[float], lo: int, hi: int) -> tuple[float, float]:
+    """numpy's finite min/max of the raw values at steps lo..hi (steps equal indices here)."""
+    import numpy as np
+
+    chunk = np.array(values[lo : hi + 1], dtype=np.float64)
+    finite = chunk[np.isfinite(chunk)]
+    return (float(finite.min()), float(finite.max())) if len(finite) else (math.nan, math.nan)
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def test_envelope_gives_min_and_max_per_bucket_ignoring_nan_and_inf(store: Store) -> None:
+    _run(store, "env")
+    values = [float(s % 10) for s in range(100)]
+    values[37] = 500.0  # a spike in bucket 3
+    values[55] = math.nan  # NaN and +/-Inf are not part of any band
+    values[71], values[72] = math.inf, -math.inf
+    for s in range(90, 100):  # a bucket with no finite value at all
+        values[s] = math.nan
+    store.log_metrics("env", [("y", s, v, 1000.0 + s) for s, v in enumerate(values)])
+
+    env = store.metric_envelope("env", "y", buckets=10)
+    assert env.steps == list(range(0, 100, 10))
+    assert env.last_steps == list(range(9, 100, 10))
+    assert env.times == [1000.0 + s for s in env.steps]
+    assert env.last_times == [1000.0 + s for s in env.last_steps]
+    assert env.mins[:9] == [0.0] * 9
+    assert env.maxs[:9] == [9.0, 9.0, 9.0, 500.0, 9.0, 9.0, 9.0, 9.0, 9.0]
+    assert math.isnan(env.mins[9]) and math.isnan(env.maxs[9])
+
+    # More buckets than points: one bucket per point, non-finite points give NaN.
+    fine = store.metric_envelope("env", "y", buckets=1000)
+    assert fine.steps == fine.last_steps == list(range(100))
+    assert all(_same(a, b) for a, b in zip(fine.mins, values, strict=True) if math.isfinite(b))
+    assert math.isnan(fine.mins[71]) and math.isnan(fine.maxs[72])
+    part = store.metric_envelope("env", "y", buckets=2, min_step=30, max_step=39)
+    assert (part.steps, part.last_steps) == ([30, 35], [34, 39])
+    assert (part.mins, part.maxs) == ([0.0, 5.0], [4.0, 500.0])
+    assert len(store.metric_envelope("env", "missing")) == 0
+    with pytest.raises(ValueError, match="buckets"):
+        store.metric_envelope("env", "y", buckets=0)
+
+
+def test_long_series_envelope_from_block_summaries_matches_numpy(store: Store) -> None:
+    from workbench_tracker.store.schema import BLOCK_STEPS
+
+    _run(store, "envblocks")
+    buckets = 20
+    n = buckets * BLOCK_STEPS + 1000  # long enough for the per-block summaries
+    values = [math.sin(s / 300.0) for s in range(n)]
+    values[777] = 55.0  # a spike and a dip, logged in different batches of one block
+    values[900] = -40.0
+    values[3000] = math.nan
+    values[4100] = math.inf  # a block whose summary min/max is not finite
+    values[4101] = -math.inf
+    for s in range(20 * BLOCK_STEPS, 21 * BLOCK_STEPS):  # a block of NaN only
+        values[s] = math.nan
+    rows = [("y", s, v, 1000.0 + s) for s, v in enumerate(values)]
+    store.log_metrics("envblocks", rows[:800])
+    store.log_metrics("envblocks", rows[800:])
+
+    env = store.metric_envelope("envblocks", "y", buckets=buckets)
+    assert 2 <= len(env) <= buckets
+    assert env.steps[0] == 0 and env.last_steps[-1] == n - 1
+    assert env.steps[1:] == [s + 1 for s in env.last_steps[:-1]]  # contiguous, in order
+    # Buckets are whole blocks: that is what reading the summaries instead of the rows gives.
+    assert all(s % BLOCK_STEPS == 0 for s in env.steps)
+    assert env.times == [1000.0 + s for s in env.steps]
+    assert env.last_times == [1000.0 + s for s in env.last_steps]
+    for lo, hi, got_min, got_max in zip(env.steps, env.last_steps, env.mins, env.maxs, strict=True):
+        want_min, want_max = _expected_band(values, lo, hi)
+        assert _same(got_min, want_min) and _same(got_max, want_max), (lo, hi)
+    assert max(env.maxs) == 55.0 and min(env.mins) == -40.0
+    inf_bucket = next(i for i, hi in enumerate(env.last_steps) if hi >= 4100)
+    assert math.isfinite(env.mins[inf_bucket]) and math.isfinite(env.maxs[inf_bucket])

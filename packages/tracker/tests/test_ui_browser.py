@@ -82,3 +82,55 @@ def test_compare_page_shows_config_diff(viewer: Any, page: Any) -> None:
         "() => document.querySelector('.card[data-key=\"loss\"] .chart').data.map(t => t.y[0])"
     )
     assert sorted(traces) == [0.1, 0.2]  # both runs overlaid on one chart
+
+
+_CHART = "document.querySelector('.card[data-key=\"loss\"] .chart')"
+
+
+def test_min_max_band_toggles_fill_traces_behind_the_line(viewer: Any, page: Any) -> None:
+    server, store = viewer
+    run = wt.init(project="ui", name="band-run", store=store, flush_interval=0.05)
+    for s in range(3000):
+        run.log({"loss": 5.0 if s == 1234 else 1.0 + (s % 10) / 10})
+    run.flush()
+
+    page.goto(f"{server.url}/run.html?id={run.id}")
+    page.wait_for_selector('.card[data-key="loss"] .main-svg')
+    page.wait_for_selector("#live:has-text('live')")
+    assert page.evaluate(f"() => {_CHART}.data.filter(t => t.fill === 'tonexty').length") == 0
+
+    page.check("#band")
+    page.wait_for_function(f"() => {_CHART}.data.some(t => t.fill === 'tonexty')")
+    traces = page.evaluate(
+        f"() => {_CHART}.data.map(t => ({{name: t.name, fill: t.fill || null, x: t.x, y: t.y,"
+        " legend: t.showlegend !== false, hover: t.hoverinfo || null}))"
+    )
+    # max, then min filled up to it, then the line drawn over both.
+    assert [t["fill"] for t in traces] == [None, "tonexty", None]
+    hi, lo, line = traces
+    assert not hi["legend"] and not lo["legend"] and hi["hover"] == lo["hover"] == "skip"
+    assert line["name"] == "band-run" and len(hi["x"]) == len(lo["x"]) == 2 * 500
+    assert hi["x"][0] == 0 and hi["x"][-1] == 2999  # the band spans the whole series
+    assert max(hi["y"]) == 5.0 and min(lo["y"]) == 1.0
+    assert all(a <= b for a, b in zip(lo["y"], hi["y"], strict=True))
+
+    # x as time: the band moves onto seconds since the first point, like the line.
+    page.select_option("#xaxis", "time")
+    page.wait_for_function(f"() => {_CHART}.layout.xaxis.title.text === 'seconds'")
+    band_x, line_x = page.evaluate(f"() => [{_CHART}.data[0].x, {_CHART}.data[2].x]")
+    assert band_x[0] == line_x[0] == 0 and abs(band_x[-1] - line_x[-1]) < 1e-6
+    page.check("#logy")
+    page.wait_for_function(f"() => {_CHART}.layout.yaxis.type === 'log'")
+    assert page.evaluate(f"() => {_CHART}.data.filter(t => t.fill === 'tonexty').length") == 1
+
+    # Live points still arrive with the band on; the band keeps covering the fetched part.
+    before = int(page.get_attribute('.card[data-key="loss"]', "data-points") or 0)
+    for _ in range(5):
+        run.log({"loss": 2.0})
+    run.flush()
+    page.wait_for_selector(f'.card[data-key="loss"][data-points="{before + 5}"]', timeout=15_000)
+    assert page.evaluate(f"() => {_CHART}.data.length") == 3
+
+    page.uncheck("#band")
+    page.wait_for_function(f"() => {_CHART}.data.length === 1")
+    run.finish()

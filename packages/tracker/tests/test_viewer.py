@@ -100,6 +100,54 @@ def test_series_is_downsampled_on_the_server(viewer: Any) -> None:
     assert len(raw.json()["steps"]) == 5000
 
 
+def test_series_with_envelope_true_adds_the_min_max_band(viewer: Any) -> None:
+    server, store = viewer
+    store.create_run(RunInfo(id="band", project="p", name="band"))
+    values = [float(s % 7) for s in range(1000)]
+    values[123] = 99.0
+    values[500:510] = [math.nan] * 10
+    store.log_metrics("band", [("loss", s, v, 1000.0 + s) for s, v in enumerate(values)])
+    url = f"{server.url}/api/runs/band/series"
+    for method in ("lttb", "minmax"):
+        body = httpx.get(
+            url, params={"key": "loss", "points": 200, "method": method, "envelope": "true"}
+        ).json()
+        assert body["total"] == 1000 and len(body["steps"]) <= 220  # the line is unchanged
+        env = body["envelope"]
+        assert len(env["steps"]) == 100  # points // 2 buckets of 10 points
+        assert env["steps"][:3] == [0, 10, 20] and env["last_steps"][:3] == [9, 19, 29]
+        assert env["times"][1] == 1010.0 and env["last_times"][-1] == 1999.0
+        assert env["max"][12] == 99.0 and env["min"][12] == 0.0
+        assert env["min"][50] == "NaN" and env["max"][50] == "NaN"  # NaN as JSON strings
+    body = httpx.get(url, params={"key": "loss", "envelope": "1", "buckets": 4}).json()
+    assert body["envelope"]["steps"] == [0, 250, 500, 750]
+    assert body["envelope"]["max"] == [99.0, 6.0, 6.0, 6.0]
+    plain = httpx.get(url, params={"key": "loss", "points": 200}).json()
+    assert "envelope" not in plain
+    tiny = httpx.get(url, params={"key": "loss", "points": 2})  # fewest points allowed
+    assert tiny.status_code == 200, tiny.text
+    assert tiny.json()["steps"][0] == 0 and tiny.json()["steps"][-1] == 999
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "field"),
+    [
+        ({"key": "loss", "envelope": "maybe"}, 422, "envelope"),
+        ({"key": "loss", "envelope": "true", "buckets": 0}, 422, "buckets"),
+    ],
+)
+def test_series_envelope_rejects_bad_values_naming_the_field(
+    viewer: Any, params: dict[str, Any], status: int, field: str
+) -> None:
+    server, store = viewer
+    store.create_run(RunInfo(id="bad-band", project="p", name="bad-band"))
+    r = httpx.get(f"{server.url}/api/runs/bad-band/series", params=params)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["param"] == field and field in r.json()["error"]["message"]
+    r = httpx.get(f"{server.url}/api/runs/nope/series", params={"key": "x", "envelope": "true"})
+    assert r.status_code == 404
+
+
 def test_non_finite_values_travel_as_strings(viewer: Any) -> None:
     server, store = viewer
     store.create_run(RunInfo(id="nf", project="p", name="nf"))

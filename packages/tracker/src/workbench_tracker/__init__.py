@@ -23,6 +23,7 @@ from workbench_tracker._writer import WriterError
 from workbench_tracker.api import Api, ApiRun
 from workbench_tracker.store import (
     AlertInfo,
+    Envelope,
     MediaInfo,
     ProjectInfo,
     RunInfo,
@@ -43,6 +44,7 @@ __all__ = [
     "AlertInfo",
     "Api",
     "ApiRun",
+    "Envelope",
     "HTTPStore",
     "Image",
     "MediaInfo",

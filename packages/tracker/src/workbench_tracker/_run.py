@@ -26,7 +26,13 @@ from typing import Any
 
 from workbench_tracker._validate import check_key, check_step, to_float
 from workbench_tracker._writer import MetricWriter
-from workbench_tracker.store.base import MetricRow, RunInfo, RunNotFoundError, Store
+from workbench_tracker.store.base import (
+    MetricRow,
+    RunInfo,
+    RunNotFoundError,
+    Store,
+    heartbeat_interval_s,
+)
 
 __all__ = ["Image", "Run", "finish", "get_active_run", "init", "log"]
 
@@ -184,6 +190,8 @@ class Run:
             )
             self._env_thread.start()
         self._log_lock = threading.Lock()
+        self._beat = time.monotonic()
+        self._beat_every = heartbeat_interval_s()
         self._writer = MetricWriter(
             store,
             self.id,
@@ -209,7 +217,11 @@ class Run:
 
     @property
     def status(self) -> str:
-        """``running`` until finished, then ``finished`` or ``failed``."""
+        """``running`` until finished, then ``finished`` or ``failed``.
+
+        Readers (``wt.Api``, the viewer) show ``crashed`` for a run whose process died without
+        finishing it: its writer's heartbeat stopped.
+        """
         return self._status
 
     @property
@@ -334,11 +346,21 @@ class Run:
     _env_result: dict[str, Any] | None = None
 
     def _persist(self) -> None:
-        """Writer-thread hook: store config/summary when they changed."""
+        """Writer-thread hook: store config/summary when they changed, and keep the heartbeat.
+
+        Any update touches the run's ``updated_at``; an idle run gets an empty update every
+        ``heartbeat_interval_s()`` so readers can tell a live run from one whose process was
+        killed (see ``store.base.live_status``).
+        """
+        now = time.monotonic()
         if self._dirty.is_set():
             self._dirty.clear()
             summary = self._summary_snapshot()
             self.store.update_run(self.id, summary=summary, config=dict(self.config))
+            self._beat = now
+        elif now - self._beat >= self._beat_every:
+            self.store.update_run(self.id)
+            self._beat = now
 
     def _summary_snapshot(self) -> dict[str, Any]:
         from workbench_tracker.store.base import encode_float

@@ -10,6 +10,10 @@ chart never shows a value that was not logged):
 
 Non-finite values (NaN, +/-Inf) are always kept: they are what a user is looking for, and LTTB's
 triangle areas are undefined for them.
+
+A third reduction is not a selection: :func:`envelope_arrays` gives, per bucket of about equal
+point count, the first and last index and the min and max of the finite values, which a chart
+draws as a shaded band behind the downsampled line.
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from workbench_tracker.store.base import Series
 
-__all__ = ["METHODS", "downsample_arrays", "downsample_series", "lttb_indices", "minmax_indices"]
+__all__ = [
+    "METHODS",
+    "downsample_arrays",
+    "downsample_series",
+    "envelope_arrays",
+    "lttb_indices",
+    "minmax_indices",
+]
 
 METHODS = ("lttb", "minmax")
 
@@ -144,10 +155,67 @@ def downsample_arrays(steps: Any, values: Any, points: int, method: str = "lttb"
         idx = minmax_indices(y, points)
     else:
         yy = np.where(finite, y, 0.0) if not finite.all() else y
-        idx = _lttb_fast(x, yy, points) if n > 20 * points else lttb_indices(x, yy, points)
+        # _lttb_fast needs at least one interior bucket; below 3 points LTTB keeps the ends.
+        fast = n > 20 * points and points >= 3
+        idx = _lttb_fast(x, yy, points) if fast else lttb_indices(x, yy, points)
     if not finite.all():
         idx = np.union1d(idx, np.flatnonzero(~finite)[: max(points, 1)])
     return idx
+
+
+def envelope_arrays(
+    values: Any, buckets: int, *, maxs: Any = None, counts: Any = None
+) -> tuple[Any, Any, Any, Any]:
+    """Per bucket of about equal point count: first index, last index, finite min, finite max.
+
+    The items are split in index order into at most ``buckets`` contiguous buckets holding about
+    the same number of points. A bucket is described by the index of its first and of its last
+    item (inclusive), so a band drawn from ``steps[first]`` to ``steps[last]`` covers the whole
+    span it summarises, not a single representative step. NaN and +/-Inf are ignored; a bucket
+    without a finite value has NaN for both min and max.
+
+    Args:
+        values: one value per point (or, with ``maxs``, the minimum of each item).
+        buckets: how many buckets at most (fewer when there are fewer items).
+        maxs: the maximum of each item when the items are already-reduced groups of points
+            (the SQL store's per-block summaries); ``values`` then holds their minima.
+        counts: points per item, so buckets hold about equal numbers of points rather than of
+            items; default one point per item.
+
+    Returns:
+        ``(first, last, mins, maxs)``: int64 index arrays into the inputs and float64 arrays, one
+        entry per bucket, in order.
+
+    Raises:
+        ValueError: ``buckets`` < 1.
+    """
+    np = _np()
+    if buckets < 1:
+        raise ValueError("buckets: must be at least 1")
+    lo_v = np.asarray(values, dtype=np.float64)
+    hi_v = lo_v if maxs is None else np.asarray(maxs, dtype=np.float64)
+    n = len(lo_v)
+    if n == 0:
+        empty = np.empty(0, dtype=np.float64)
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), empty, empty
+    k = min(buckets, n)
+    if counts is None:
+        # Bucket b starts at ceil(b * n / k): strictly increasing because k <= n.
+        first = (np.arange(k, dtype=np.int64) * n + k - 1) // k
+    else:
+        # An item goes to the ``total / k`` slice its first point falls in.
+        weight = np.asarray(counts, dtype=np.int64)
+        before = np.cumsum(weight) - weight
+        bucket = before * k // max(int(weight.sum()), 1)
+        first = np.flatnonzero(np.concatenate(([True], bucket[1:] != bucket[:-1])))
+    last = np.concatenate((first[1:] - 1, [n - 1]))
+    # fmin/fmax skip NaN (and give NaN only for an all-NaN bucket); Inf is made NaN first.
+    lo_f = np.where(np.isfinite(lo_v), lo_v, np.nan)
+    hi_f = lo_f if maxs is None else np.where(np.isfinite(hi_v), hi_v, np.nan)
+    with np.errstate(invalid="ignore"):
+        mins = np.fmin.reduceat(lo_f, first)
+        maxes = np.fmax.reduceat(hi_f, first)
+    return first.astype(np.int64), last.astype(np.int64), mins, maxes
 
 
 def downsample_series(series: Series, points: int, method: str = "lttb") -> Series:

@@ -110,11 +110,23 @@ async function runsPage() {
 }
 
 // ------------------------------------------------------------------------------- chart helper
+// Plotly's default colorway, set explicitly so a run's band and its line share one colour.
+const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+const BAND_BUCKETS = 500;
+const finiteOrNull = (v) => (Number.isFinite(v) ? v : null);
+
+function rgba(hex, alpha) {
+  const n = parseInt(hex.slice(1), 16);
+  return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`;
+}
+
 class ChartSet {
   constructor(container) {
     this.container = container;
-    this.charts = new Map(); // key -> {div, series: Map(label -> {steps, values, times})}
-    this.smoothing = 0; this.logy = false; this.xaxis = "step";
+    // key -> {div, series: Map(label -> {steps, values, times, runId, env})}; env is the
+    // min/max envelope from /series?envelope=true, fetched when the band is switched on.
+    this.charts = new Map();
+    this.smoothing = 0; this.logy = false; this.xaxis = "step"; this.band = false;
     this.pending = new Set();
   }
   ensure(key) {
@@ -128,10 +140,46 @@ class ChartSet {
     this.charts.set(key, entry);
     return entry;
   }
-  set(key, label, s) {
+  set(key, label, s, runId) {
     const e = this.ensure(key);
-    e.series.set(label, { steps: s.steps.slice(), values: s.values.map(num), times: (s.times || []).slice() });
+    e.series.set(label, { steps: s.steps.slice(), values: s.values.map(num), times: (s.times || []).slice(), runId, env: null });
     this.schedule(key);
+  }
+  // Fetch every series' min/max envelope (the series part of the answer is one point: limit=1).
+  // Points that arrive live afterwards are drawn as a line only, until the band is re-fetched.
+  async loadBands() {
+    const jobs = [];
+    for (const [key, e] of this.charts) {
+      for (const s of e.series.values()) {
+        if (!s.runId) continue;
+        const q = `key=${encodeURIComponent(key)}&method=none&limit=1&envelope=true&buckets=${BAND_BUCKETS}`;
+        jobs.push(api(`api/runs/${encodeURIComponent(s.runId)}/series?${q}`).then((body) => {
+          const env = body.envelope;
+          s.env = { steps: env.steps, lastSteps: env.last_steps, times: env.times, lastTimes: env.last_times, min: env.min.map(num), max: env.max.map(num) };
+        }));
+      }
+    }
+    await Promise.all(jobs);
+    this.renderAll();
+  }
+  // The band as two traces: max, then min filled up to it ("tonexty"). Each bucket is a flat
+  // segment from its first to its last step, so the band covers exactly the span it summarises.
+  bandTraces(label, s, color) {
+    const env = s.env;
+    const asTime = this.xaxis === "time" && env.times.length === env.steps.length && env.times.length;
+    const t0 = s.times.length ? s.times[0] : env.times[0];
+    const x = [], lo = [], hi = [];
+    for (let i = 0; i < env.steps.length; i++) {
+      if (asTime) x.push(env.times[i] - t0, env.lastTimes[i] - t0);
+      else x.push(env.steps[i], env.lastSteps[i]);
+      const mn = finiteOrNull(env.min[i]), mx = finiteOrNull(env.max[i]);
+      lo.push(mn, mn); hi.push(mx, mx);
+    }
+    const common = { x, mode: "lines", line: { width: 0, color }, showlegend: false, hoverinfo: "skip", meta: "band" };
+    return [
+      { ...common, y: hi, name: `${label} (max)` },
+      { ...common, y: lo, name: `${label} (min)`, fill: "tonexty", fillcolor: rgba(color, 0.2) },
+    ];
   }
   append(key, label, s) {
     const e = this.ensure(key);
@@ -159,9 +207,13 @@ class ChartSet {
   render(key) {
     const e = this.charts.get(key);
     const traces = [];
+    const bands = []; // drawn first, so every line stays on top of every band
     let points = null; // the page's own run (the first series); overlays are not counted
+    let index = 0;
     for (const [label, s] of e.series) {
+      const color = COLORS[index++ % COLORS.length];
       if (points === null) points = s.steps.length;
+      if (this.band && s.env && s.env.steps.length) bands.push(...this.bandTraces(label, s, color));
       let x = s.steps;
       if (this.xaxis === "time" && s.times.length === s.steps.length && s.times.length) {
         const t0 = s.times[0];
@@ -169,10 +221,11 @@ class ChartSet {
       }
       const y = smooth(s.values, this.smoothing);
       if (this.smoothing) {
-        traces.push({ x, y: s.values, name: `${label} (raw)`, mode: "lines", line: { width: 1 }, opacity: 0.25, showlegend: false, hoverinfo: "skip" });
+        traces.push({ x, y: s.values, name: `${label} (raw)`, mode: "lines", line: { width: 1, color }, opacity: 0.25, showlegend: false, hoverinfo: "skip" });
       }
-      traces.push({ x, y, name: label, mode: s.steps.length < 2 ? "markers" : "lines" });
+      traces.push({ x, y, name: label, mode: s.steps.length < 2 ? "markers" : "lines", line: { color }, marker: { color } });
     }
+    traces.unshift(...bands);
     points = points || 0;
     e.card.dataset.points = String(points);
     e.card.querySelector(".count").textContent = `${points} points`;
@@ -192,6 +245,12 @@ class ChartSet {
     if (lg) lg.addEventListener("change", () => { this.logy = lg.checked; this.renderAll(); });
     const xa = $("#xaxis");
     if (xa) xa.addEventListener("change", () => { this.xaxis = xa.value; this.renderAll(); });
+    const bd = $("#band");
+    if (bd) bd.addEventListener("change", () => {
+      this.band = bd.checked;
+      if (this.band) this.loadBands().catch(showError);
+      else this.renderAll();
+    });
   }
 }
 
@@ -219,7 +278,7 @@ async function runPage() {
   const keys = (await api(`api/runs/${rid}/metrics`)).keys;
   await Promise.all(Object.keys(keys).map(async (k) => {
     const s = await api(`api/runs/${rid}/series?key=${encodeURIComponent(k)}&points=1000`);
-    charts.set(k, run.name, s);
+    charts.set(k, run.name, s, id);
     if (s.steps.length) last[k] = s.steps[s.steps.length - 1];
   }));
 
@@ -246,10 +305,11 @@ async function runPage() {
         const info = await api(`api/runs/${encodeURIComponent(other)}`);
         for (const k of charts.charts.keys()) {
           const s = await api(`api/runs/${encodeURIComponent(other)}/series?key=${encodeURIComponent(k)}&points=1000`);
-          if (s.steps.length) charts.set(k, `${info.name} (${other})`, s);
+          if (s.steps.length) charts.set(k, `${info.name} (${other})`, s, other);
         }
       } catch (e) { showError(e); }
     }
+    if (charts.band) await charts.loadBands().catch(showError);
     charts.renderAll();
   }
   $("#overlay").value = params.get("overlay") || "";

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from workbench_tracker.store.base import (
     RUN_STATUSES,
     AlertInfo,
+    Envelope,
     MediaInfo,
     MetricRow,
     ProjectInfo,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RUN_STATUSES",
     "AlertInfo",
+    "Envelope",
     "HTTPStore",
     "MediaInfo",
     "MetricRow",

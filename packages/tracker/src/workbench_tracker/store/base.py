@@ -24,7 +24,9 @@ from typing import Any
 
 __all__ = [
     "RUN_STATUSES",
+    "STALE_ENV",
     "AlertInfo",
+    "Envelope",
     "MediaInfo",
     "MetricRow",
     "ProjectInfo",
@@ -36,9 +38,61 @@ __all__ = [
     "StoreError",
     "decode_float",
     "encode_float",
+    "heartbeat_interval_s",
+    "live_status",
+    "stale_after_s",
 ]
 
 RUN_STATUSES = ("running", "finished", "failed", "crashed")
+
+STALE_ENV = "WORKBENCH_TRACKER_STALE_S"
+DEFAULT_STALE_S = 90.0
+
+
+def stale_after_s() -> float:
+    """Seconds without a heartbeat after which a ``running`` run reads as ``crashed``.
+
+    A process killed with SIGKILL (or an OOM kill, or a lost machine) runs no exit hook, so its
+    run would say ``running`` forever. Every live run's writer touches the run's ``updated_at``
+    at least every :func:`heartbeat_interval_s`; a reader that sees a ``running`` run older than
+    this reports it as ``crashed`` (the stored status is untouched, so a resumed run or a
+    heartbeat that was only late turns it back to ``running``). ``WORKBENCH_TRACKER_STALE_S``
+    sets it (default 90); writers and readers should agree on it.
+    """
+    import os
+
+    raw = os.environ.get(STALE_ENV)
+    if not raw:
+        return DEFAULT_STALE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{STALE_ENV}: must be a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{STALE_ENV}: must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def heartbeat_interval_s() -> float:
+    """How often a live run's writer touches the run: a quarter of :func:`stale_after_s`, at
+    most 15 s, so a few heartbeats may be late before a healthy run looks crashed."""
+    return min(15.0, stale_after_s() / 4)
+
+
+def live_status(status: str, updated_at: datetime | None, now: datetime | None = None) -> str:
+    """The status a reader should show: ``crashed`` for a ``running`` run whose heartbeat
+    stopped more than :func:`stale_after_s` ago, else ``status`` as stored."""
+    if status != "running" or updated_at is None:
+        return status
+    from datetime import UTC
+
+    if updated_at.tzinfo is None:
+        updated_at = updated_at.replace(tzinfo=UTC)
+    current = now or datetime.now(UTC)
+    if (current - updated_at).total_seconds() > stale_after_s():
+        return "crashed"
+    return status
+
 
 MetricRow = tuple[str, int, float, float]
 """One point as the writer hands it to a store: (key, step, value, wall_time)."""
@@ -178,6 +232,66 @@ class Series:
 
 
 @dataclass
+class Envelope:
+    """A metric's min/max band: per bucket of about equal point count, the span it covers (first
+    and last step, and their wall times) and the min and max of its finite values.
+
+    NaN and +/-Inf are left out of ``mins``/``maxs``; a bucket with no finite value has NaN for
+    both. A chart draws each bucket as a flat band from ``steps[i]`` to ``last_steps[i]``.
+    """
+
+    steps: list[int] = field(default_factory=list)
+    last_steps: list[int] = field(default_factory=list)
+    mins: list[float] = field(default_factory=list)
+    maxs: list[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    last_times: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @classmethod
+    def from_arrays(
+        cls, steps: Any, times: Any, first: Any, last: Any, mins: Any, maxs: Any
+    ) -> Envelope:
+        """Build from numpy arrays: the items' steps and times, and the buckets' first/last
+        item indices and min/max (as :func:`~workbench_tracker.downsample.envelope_arrays`
+        returns them)."""
+        return cls(
+            steps=steps[first].tolist(),
+            last_steps=steps[last].tolist(),
+            mins=mins.tolist(),
+            maxs=maxs.tolist(),
+            times=times[first].tolist() if len(times) else [],
+            last_times=times[last].tolist() if len(times) else [],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``min``/``max`` keys); NaN becomes ``"NaN"`` (see
+        :func:`encode_float`)."""
+        return {
+            "steps": list(self.steps),
+            "last_steps": list(self.last_steps),
+            "min": [encode_float(v) for v in self.mins],
+            "max": [encode_float(v) for v in self.maxs],
+            "times": list(self.times),
+            "last_times": list(self.last_times),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Envelope:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            steps=[int(s) for s in data.get("steps", [])],
+            last_steps=[int(s) for s in data.get("last_steps", [])],
+            mins=[decode_float(v) for v in data.get("min", [])],
+            maxs=[decode_float(v) for v in data.get("max", [])],
+            times=[float(t) for t in data.get("times", [])],
+            last_times=[float(t) for t in data.get("last_times", [])],
+        )
+
+
+@dataclass
 class MediaInfo:
     """An image's metadata (bytes are fetched separately)."""
 
@@ -274,7 +388,9 @@ class Store(ABC):
     ) -> tuple[list[RunInfo], int]:
         """Runs matching every filter (config values compared for equality, dotted keys reach
         into nested dicts), sorted by a run field or ``config.x``/``summary.x`` (``-`` prefix =
-        descending), and the total count before pagination."""
+        descending), and the total count before pagination. ``status`` matches the live status
+        (see :func:`live_status`): ``crashed`` includes ``running`` runs whose heartbeat
+        stopped."""
 
     @abstractmethod
     def delete_run(self, run_id: str) -> None:
@@ -323,6 +439,35 @@ class Store(ABC):
 
         series = self.metric_series(run_id, key, min_step=min_step, max_step=max_step)
         return downsample_series(series, points, method)
+
+    def metric_envelope(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        buckets: int = 500,
+        min_step: int | None = None,
+        max_step: int | None = None,
+    ) -> Envelope:
+        """The min/max band of a metric over about ``buckets`` buckets of equal point count
+        (see :class:`Envelope`), for drawing behind a downsampled line. This default reads
+        every point; stores that keep summaries (SQL) or can reduce on a server (HTTP) override
+        it.
+
+        Raises:
+            ValueError: ``buckets`` < 1.
+        """
+        import numpy as np
+
+        from workbench_tracker.downsample import envelope_arrays
+
+        if buckets < 1:
+            raise ValueError("buckets: must be at least 1")
+        series = self.metric_series(run_id, key, min_step=min_step, max_step=max_step)
+        steps = np.asarray(series.steps, dtype=np.int64)
+        times = np.asarray(series.times, dtype=np.float64)
+        first, last, mins, maxs = envelope_arrays(series.values, buckets)
+        return Envelope.from_arrays(steps, times, first, last, mins, maxs)
 
     # -- media and alerts ---------------------------------------------------------------------
     @abstractmethod

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from workbench_tracker.store.base import (
     AlertInfo,
+    Envelope,
     MediaInfo,
     MetricRow,
     ProjectInfo,
@@ -219,6 +220,33 @@ class HTTPStore(Store):
             params["max_step"] = max_step
         data = self._request("GET", f"/api/runs/{self._rid(run_id)}/series", params=params)
         return Series.from_dict(data)
+
+    def metric_envelope(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        buckets: int = 500,
+        min_step: int | None = None,
+        max_step: int | None = None,
+    ) -> Envelope:
+        if buckets < 1:
+            raise ValueError("buckets: must be at least 1")
+        # The band rides on a /series read; method=none with limit=1 keeps the series part of
+        # the answer (and its read on the server) to one point.
+        params: dict[str, Any] = {
+            "key": key,
+            "method": "none",
+            "limit": 1,
+            "envelope": "true",
+            "buckets": buckets,
+        }
+        if min_step is not None:
+            params["min_step"] = min_step
+        if max_step is not None:
+            params["max_step"] = max_step
+        data = self._request("GET", f"/api/runs/{self._rid(run_id)}/series", params=params)
+        return Envelope.from_dict(data["envelope"])
 
     # -- media and alerts ---------------------------------------------------------------------
     def add_media(

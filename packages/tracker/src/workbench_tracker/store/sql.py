@@ -25,12 +25,13 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy import Engine, and_, create_engine, delete, event, func, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from workbench_tracker.store.base import (
     AlertInfo,
+    Envelope,
     MediaInfo,
     MetricRow,
     ProjectInfo,
@@ -39,6 +40,8 @@ from workbench_tracker.store.base import (
     Series,
     Store,
     StoreBusyError,
+    live_status,
+    stale_after_s,
 )
 from workbench_tracker.store.schema import (
     BLOCK_STEPS,
@@ -300,13 +303,14 @@ class SQLStore(Store):
 
     @staticmethod
     def _info(row: Run) -> RunInfo:
+        updated = _utc(row.updated_at)
         return RunInfo(
             id=row.id,
             project=row.project,
             name=row.name,
-            status=row.status,
+            status=live_status(row.status, updated),
             created_at=_utc(row.created_at),
-            updated_at=_utc(row.updated_at),
+            updated_at=updated,
             finished_at=_utc(row.finished_at),
             config=dict(row.config or {}),
             summary=dict(row.summary or {}),
@@ -407,7 +411,19 @@ class SQLStore(Store):
         if project is not None:
             stmt = stmt.where(Run.project == project)
         if status is not None:
-            stmt = stmt.where(Run.status == status)
+            # The live status: a "running" run without a recent heartbeat reads as "crashed".
+            cutoff = datetime.fromtimestamp(time.time() - stale_after_s(), UTC)
+            if status == "running":
+                stmt = stmt.where(Run.status == "running", Run.updated_at >= cutoff)
+            elif status == "crashed":
+                stmt = stmt.where(
+                    or_(
+                        Run.status == "crashed",
+                        and_(Run.status == "running", Run.updated_at < cutoff),
+                    )
+                )
+            else:
+                stmt = stmt.where(Run.status == status)
         for tag in tags:
             stmt = stmt.where(Run.id.in_(select(RunTag.run_id).where(RunTag.tag == tag)))
         with self.session() as s:
@@ -596,6 +612,78 @@ class SQLStore(Store):
             steps, values, times = self.metric_arrays(run_id, key)
         idx = downsample_arrays(steps, values, points, method)
         return Series(steps[idx].tolist(), values[idx].tolist(), times[idx].tolist())
+
+    def metric_envelope(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        buckets: int = 500,
+        min_step: int | None = None,
+        max_step: int | None = None,
+    ) -> Envelope:
+        """The min/max band (see :meth:`Store.metric_envelope`). A series of at least
+        ``buckets * BLOCK_STEPS`` points is read from its block summaries: buckets are then
+        whole blocks, and their min/max are exact over every point of those blocks."""
+        from workbench_tracker.downsample import envelope_arrays
+
+        if buckets < 1:
+            raise ValueError("buckets: must be at least 1")
+        if min_step is not None or max_step is not None:
+            return super().metric_envelope(
+                run_id, key, buckets=buckets, min_step=min_step, max_step=max_step
+            )
+        keys = self.metric_keys(run_id)
+        count = int(keys[key]["count"]) if key in keys else 0
+        if count >= buckets * BLOCK_STEPS:
+            return self._block_envelope(run_id, key, buckets)
+        steps, values, times = self.metric_arrays(run_id, key)
+        first, last, mins, maxs = envelope_arrays(values, buckets)
+        return Envelope.from_arrays(steps, times, first, last, mins, maxs)
+
+    def _block_envelope(self, run_id: str, key: str, buckets: int) -> Envelope:
+        """:meth:`metric_envelope` from ``metric_blocks``: one row per block, buckets of whole
+        blocks holding about equal point counts."""
+        import numpy as np
+
+        from workbench_tracker.downsample import envelope_arrays
+
+        sql = self._sql(
+            "SELECT block, count, first_step, first_time, last_step, last_time, min_value, "
+            "max_value FROM metric_blocks WHERE run_id = ? AND key = ? ORDER BY block"
+        )
+        rows = self._fetch_raw(sql, (run_id, key))
+        if not rows:
+            return Envelope()
+        arr = np.array(rows, dtype=np.float64)  # NULL (an all-NaN block) -> NaN
+        block_min, block_max = arr[:, 6], arr[:, 7]
+        # Block summaries keep +/-Inf as min/max; the band wants the finite extremes, so those
+        # (rare) blocks are read again point by point.
+        odd = np.flatnonzero(np.isinf(block_min) | np.isinf(block_max))
+        if len(odd):
+            q = self._sql(
+                "SELECT value FROM metrics WHERE run_id = ? AND key = ? AND step >= ? AND step < ?"
+            )
+            for i in odd.tolist():
+                lo = int(arr[i, 0]) * BLOCK_STEPS
+                raw = np.array(
+                    [v for (v,) in self._fetch_raw(q, (run_id, key, lo, lo + BLOCK_STEPS))],
+                    dtype=np.float64,
+                )
+                finite = raw[np.isfinite(raw)]
+                block_min[i] = finite.min() if len(finite) else math.nan
+                block_max[i] = finite.max() if len(finite) else math.nan
+        first, last, mins, maxs = envelope_arrays(
+            block_min, buckets, maxs=block_max, counts=arr[:, 1].astype(np.int64)
+        )
+        return Envelope(
+            steps=arr[first, 2].astype(np.int64).tolist(),
+            last_steps=arr[last, 4].astype(np.int64).tolist(),
+            mins=mins.tolist(),
+            maxs=maxs.tolist(),
+            times=arr[first, 3].tolist(),
+            last_times=arr[last, 5].tolist(),
+        )
 
     def _block_candidates(self, run_id: str, key: str) -> tuple[Any, Any, Any]:
         """First/min/max/last of every block plus every NaN point: the only points a

@@ -319,7 +319,12 @@ def create_app(store: Store | str | None = None, *, poll_interval: float = 0.5) 
         max_step: int | None = Query(default=None, ge=0),
         after_step: int | None = None,
         limit: int | None = Query(default=None, ge=1),
+        envelope: bool = False,
+        buckets: int | None = Query(default=None, ge=1, le=MAX_POINTS),
     ) -> Response:
+        """A metric's points; with ``envelope=true`` also its min/max band over ``buckets``
+        buckets (default ``points // 2``) of the same step range, as ``"envelope": {"steps",
+        "last_steps", "min", "max", "times", "last_times"}`` (``limit`` does not apply to it)."""
         if method not in (*METHODS, "none"):
             raise ApiError(
                 422, f"method: must be one of lttb, minmax, none; got {method!r}", param="method"
@@ -334,13 +339,26 @@ def create_app(store: Store | str | None = None, *, poll_interval: float = 0.5) 
                 after_step=after_step,
                 limit=limit,
             )
-            return JSONResponse(_series_json(series))
-        keys = st.metric_keys(run_id)
-        total = int(keys[key]["count"]) if key in keys else 0
-        series = st.metric_series_downsampled(
-            run_id, key, points=points, method=method, min_step=min_step, max_step=max_step
-        )
-        return JSONResponse(_series_json(series, total))
+            out = _series_json(series)
+        else:
+            keys = st.metric_keys(run_id)
+            total = int(keys[key]["count"]) if key in keys else 0
+            series = st.metric_series_downsampled(
+                run_id, key, points=points, method=method, min_step=min_step, max_step=max_step
+            )
+            out = _series_json(series, total)
+        if envelope:
+            lower = min_step
+            if after_step is not None:
+                lower = max(after_step + 1, min_step or 0)
+            out["envelope"] = st.metric_envelope(
+                run_id,
+                key,
+                buckets=buckets or max(1, points // 2),
+                min_step=lower,
+                max_step=max_step,
+            ).to_dict()
+        return JSONResponse(out)
 
     @api.get("/compare")
     def compare(
