@@ -278,3 +278,35 @@ def test_archive_handles_free_form_run_ids_and_refuses_missing_blobs(tmp_path, m
     with pytest.raises(ArchiveError, match="missing"):
         import_archive(fresh, bad)
     assert load_runs(fresh) == []  # validated before anything was written
+
+
+def test_a_long_imported_run_charts_like_a_logged_one(tmp_path: Path) -> None:
+    """Imports write the per-block summaries too: a downsampled read of a long imported series
+    (which reads those summaries, not every row) must see every point the import wrote."""
+    import numpy as np
+
+    from workbench_tracker.exporting import RunRecord, write_run
+    from workbench_tracker.store import get_store
+
+    engine = make_engine(tmp_path)
+    n = 80_000  # above points * BLOCK_STEPS / 4 for points=1000: the block-summary path
+    values = np.sin(np.arange(n) / 500.0)
+    values[12_345] = 50.0  # a spike every downsampling must keep
+    values[40_000] = math.nan
+    metrics = [("loss", s, float(v), 1e9 + s) for s, v in enumerate(values)]
+    rec = RunRecord(id="imp", project="proj", name="imp", metrics=metrics)
+    assert write_run(engine, rec)
+    store = get_store(str(engine.url), cached=False)
+    for method in ("lttb", "minmax"):
+        s = store.metric_series_downsampled("imp", "loss", points=1000, method=method)
+        assert 500 <= len(s) <= 1100, (method, len(s))
+        assert s.steps[0] == 0 and s.steps[-1] == n - 1
+        assert 12_345 in s.steps and s.values[s.steps.index(12_345)] == 50.0
+        assert 40_000 in s.steps and math.isnan(s.values[s.steps.index(40_000)])
+    # Replacing the run rewrites its summaries instead of adding to the old ones.
+    rec.metrics = metrics[:70_000]
+    assert write_run(engine, rec, replace=True)
+    s = store.metric_series_downsampled("imp", "loss", points=1000)
+    assert s.steps[-1] == 69_999
+    assert store.metric_keys("imp")["loss"]["count"] == 70_000
+    store.close()

@@ -165,6 +165,7 @@ def write_run(engine: Engine, rec: RunRecord, *, replace: bool = False) -> bool:
                 return False
             s.execute(delete(sc.Metric).where(sc.Metric.run_id == rec.id))
             s.execute(delete(sc.MetricKey).where(sc.MetricKey.run_id == rec.id))
+            s.execute(delete(sc.MetricBlock).where(sc.MetricBlock.run_id == rec.id))
             s.execute(delete(sc.RunTag).where(sc.RunTag.run_id == rec.id))
             s.delete(existing)
             s.flush()
@@ -194,6 +195,13 @@ def write_run(engine: Engine, rec: RunRecord, *, replace: bool = False) -> bool:
         ]
         for chunk in _chunks(rows, 5000):
             s.execute(insert(sc.Metric), chunk)
+        # The per-block summaries the store's writer keeps: without them a downsampled read of
+        # a long imported series (which reads the summaries, not every row) would come back empty.
+        from workbench_tracker.store.sql import block_summaries
+
+        blocks = block_summaries(rec.id, rec.metrics)
+        for chunk in _chunks(blocks, 5000):
+            s.execute(insert(sc.MetricBlock), chunk)
         summary: dict[str, dict[str, Any]] = {}
         for k, st, v, wt in rec.metrics:
             cur = summary.setdefault(k, {"count": 0, "last_step": st, "last_value": v, "t": wt})

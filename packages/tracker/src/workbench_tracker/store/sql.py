@@ -56,7 +56,7 @@ from workbench_tracker.store.schema import (
     RunTag,
 )
 
-__all__ = ["SQLStore", "default_sqlite_url", "tracker_home"]
+__all__ = ["SQLStore", "block_summaries", "default_sqlite_url", "tracker_home"]
 
 _T = TypeVar("_T")
 
@@ -211,6 +211,31 @@ def _block_rows(run_id: str, rows: Sequence[MetricRow]) -> list[tuple[Any, ...]]
             (run_id, key, b, a[0], a[1], a[2], fv, a[4], a[5], lv, a[7], a[8], a[9], a[10], a[11])
         )
     return out
+
+
+_BLOCK_COLUMNS = (
+    "run_id",
+    "key",
+    "block",
+    "count",
+    "nan_count",
+    "first_step",
+    "first_value",
+    "first_time",
+    "last_step",
+    "last_value",
+    "last_time",
+    "min_step",
+    "min_value",
+    "max_step",
+    "max_value",
+)
+
+
+def block_summaries(run_id: str, rows: Sequence[MetricRow]) -> list[dict[str, Any]]:
+    """The ``metric_blocks`` rows of a run's complete set of points, as dicts for an ORM
+    insert (the importers write whole runs; the writer upserts batch by batch instead)."""
+    return [dict(zip(_BLOCK_COLUMNS, r, strict=True)) for r in _block_rows(run_id, rows)]
 
 
 class SQLStore(Store):
