@@ -340,3 +340,28 @@ def test_long_series_envelope_from_block_summaries_matches_numpy(store: Store) -
     assert max(env.maxs) == 55.0 and min(env.mins) == -40.0
     inf_bucket = next(i for i, hi in enumerate(env.last_steps) if hi >= 4100)
     assert math.isfinite(env.mins[inf_bucket]) and math.isfinite(env.maxs[inf_bucket])
+
+
+def test_series_without_block_summaries_downsample_from_the_raw_rows(sqlite_url: str) -> None:
+    """A database written before block summaries existed (or by a tool that skipped them)
+    still charts every point: reads notice the summaries do not cover the key."""
+    import sqlite3
+
+    from workbench_tracker.store import get_store
+
+    st = get_store(sqlite_url, cached=False)
+    _run(st, "legacy")
+    n = 30_000
+    st.log_metrics("legacy", [("y", s, float(s % 977), 1.0 + s) for s in range(n)])
+    st.close()
+    conn = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    conn.execute("DELETE FROM metric_blocks WHERE block >= 10")
+    conn.commit()
+    conn.close()
+    st = get_store(sqlite_url, cached=False)
+    s = st.metric_series_downsampled("legacy", "y", points=100)
+    assert s.steps[0] == 0 and s.steps[-1] == n - 1 and len(s) <= 110
+    band = st.metric_envelope("legacy", "y", buckets=10)
+    assert band.steps[0] == 0 and band.last_steps[-1] == n - 1
+    assert max(band.maxs) == 976.0
+    st.close()

@@ -631,7 +631,7 @@ class SQLStore(Store):
             )
         keys = self.metric_keys(run_id)
         count = int(keys[key]["count"]) if key in keys else 0
-        if count >= points * BLOCK_STEPS // 4:
+        if count >= points * BLOCK_STEPS // 4 and self._blocks_cover(run_id, key, count):
             steps, values, times = self._block_candidates(run_id, key)
         else:
             steps, values, times = self.metric_arrays(run_id, key)
@@ -660,11 +660,21 @@ class SQLStore(Store):
             )
         keys = self.metric_keys(run_id)
         count = int(keys[key]["count"]) if key in keys else 0
-        if count >= buckets * BLOCK_STEPS:
+        if count >= buckets * BLOCK_STEPS and self._blocks_cover(run_id, key, count):
             return self._block_envelope(run_id, key, buckets)
         steps, values, times = self.metric_arrays(run_id, key)
         first, last, mins, maxs = envelope_arrays(values, buckets)
         return Envelope.from_arrays(steps, times, first, last, mins, maxs)
+
+    def _blocks_cover(self, run_id: str, key: str, count: int) -> bool:
+        """Whether the block summaries account for all ``count`` points of the key. A database
+        written before summaries existed (or by a tool that skipped them) has fewer; reads then
+        take the raw rows, slower but complete."""
+        sql = self._sql(
+            "SELECT COALESCE(SUM(count), 0) FROM metric_blocks WHERE run_id = ? AND key = ?"
+        )
+        rows = self._fetch_raw(sql, (run_id, key))
+        return bool(rows) and int(rows[0][0]) == count
 
     def _block_envelope(self, run_id: str, key: str, buckets: int) -> Envelope:
         """:meth:`metric_envelope` from ``metric_blocks``: one row per block, buckets of whole
