@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -361,3 +362,21 @@ def test_sdk_logs_to_postgresql_end_to_end(postgres_url: str) -> None:
     assert got.status == "finished" and got.config == {"lr": 0.2}
     assert len(got.metric("loss")[0]) == 100
     assert math.isnan(got.metric("bad")[1][50])
+
+
+def test_an_idle_run_keeps_its_heartbeat_even_with_a_long_flush_interval(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKBENCH_TRACKER_STALE_S", "1.6")  # heartbeat every 0.4 s
+    api = wt.Api(sqlite_url)
+    with wt.init(project="p", store=sqlite_url, flush_interval=3600, capture_env=False) as run:
+        run.log({"x": 1.0})
+        deadline = time.monotonic() + 4.0  # more than two staleness windows, no flush
+        while time.monotonic() < deadline:
+            assert api.run(run.id).status == "running"
+            time.sleep(0.1)
+        # The heartbeat did not flush the point early: it waits for its flush.
+        assert api.run(run.id).metric("x") == ([], [])
+        run.flush()
+        assert api.run(run.id).metric("x") == ([0], [1.0])
+    assert api.run(run.id).status == "finished"

@@ -198,6 +198,7 @@ class Run:
             flush_interval=flush_interval,
             max_pending=max_pending,
             on_idle=self._persist,
+            idle_interval=self._beat_every,
         )
 
     # -- properties ---------------------------------------------------------------------------

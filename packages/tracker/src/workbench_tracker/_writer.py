@@ -44,7 +44,10 @@ class MetricWriter:
         batch_size: write as soon as this many points are pending.
         max_pending: the buffer bound; ``add`` blocks beyond it (backpressure).
         retries: attempts per batch before the error is recorded.
-        on_idle: called from the writer thread after each write cycle (persists the summary).
+        on_idle: called from the writer thread after each write cycle (persists the summary,
+            keeps the run's heartbeat).
+        idle_interval: call ``on_idle`` at least this often even while no flush is due (a run
+            with a long ``flush_interval`` still needs its heartbeat); default: only per cycle.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class MetricWriter:
         max_pending: int = 500_000,
         retries: int = 5,
         on_idle: Callable[[], None] | None = None,
+        idle_interval: float | None = None,
     ) -> None:
         self.store = store
         self.run_id = run_id
@@ -65,6 +69,7 @@ class MetricWriter:
         self.max_pending = max_pending
         self.retries = retries
         self.on_idle = on_idle
+        self.idle_interval = idle_interval
         self._buf: list[MetricRow] = []
         self._cond = threading.Condition()
         self._added = 0  # points ever enqueued
@@ -156,22 +161,37 @@ class MetricWriter:
 
     def _loop(self) -> None:
         cond = self._cond
+        next_flush = time.monotonic() + self.flush_interval
         while True:
             with cond:
-                deadline = time.monotonic() + self.flush_interval
+                wake = next_flush
+                if self.idle_interval is not None:
+                    wake = min(wake, time.monotonic() + self.idle_interval)
                 while (
                     len(self._buf) < self.batch_size
                     and not self._flush_wanted
                     and not self._closing
                     and (self._added - self._written) < self.max_pending
                 ):
-                    remaining = deadline - time.monotonic()
+                    remaining = wake - time.monotonic()
                     if remaining <= 0:
                         break
                     cond.wait(remaining)
-                batch = self._buf
-                self._buf = []
-                self._flush_wanted = False
+                now = time.monotonic()
+                due = (
+                    now >= next_flush
+                    or len(self._buf) >= self.batch_size
+                    or self._flush_wanted
+                    or self._closing
+                    or (self._added - self._written) >= self.max_pending
+                )
+                if due:
+                    batch = self._buf
+                    self._buf = []
+                    self._flush_wanted = False
+                    next_flush = now + self.flush_interval
+                else:  # woken only for on_idle: points keep waiting for their flush
+                    batch = []
                 closing = self._closing
             if batch:
                 self._write(batch)
