@@ -83,6 +83,39 @@ def test_compare_page_shows_config_diff(viewer: Any, page: Any) -> None:
     )
     assert sorted(traces) == [0.1, 0.2]  # both runs overlaid on one chart
 
+    # The compare page has the run page's band and x-axis controls: one band per run.
+    page.check("#band")
+    page.wait_for_function(
+        "() => document.querySelector('.card[data-key=\"loss\"] .chart')"
+        ".data.filter(t => t.fill === 'tonexty').length === 2"
+    )
+    page.select_option("#xaxis", "time")
+    page.wait_for_function(
+        "() => document.querySelector('.card[data-key=\"loss\"] .chart')"
+        ".layout.xaxis.title.text === 'seconds'"
+    )
+
+
+def test_flat_series_is_drawn_on_an_axis_around_its_value(viewer: Any, page: Any) -> None:
+    """A constant 0.01 must not sit on a -1..1 axis where it reads as zero."""
+    server, store = viewer
+    with wt.init(project="ui", name="flat-run", store=store) as run:
+        for _ in range(20):
+            run.log({"lr": 0.01, "loss": 1.0})
+        run.log({"loss": 0.5})
+    page.goto(f"{server.url}/run.html?id={run.id}")
+    lr = "document.querySelector('.card[data-key=\"lr\"] .chart')"
+    page.wait_for_selector('.card[data-key="lr"] .main-svg')
+    lo, hi = page.evaluate(f"() => {lr}._fullLayout.yaxis.range")
+    assert lo < 0.01 < hi and hi - lo < 0.01
+    page.check("#logy")
+    page.wait_for_function(f"() => {lr}.layout.yaxis.type === 'log'")
+    lo, hi = page.evaluate(f"() => {lr}._fullLayout.yaxis.range")  # log10 units
+    assert lo < -2 < hi and hi - lo <= 1
+    # A series that moves keeps Plotly's own autorange.
+    loss = "document.querySelector('.card[data-key=\"loss\"] .chart')"
+    assert page.evaluate(f"() => {loss}.layout.yaxis.autorange") is True
+
 
 _CHART = "document.querySelector('.card[data-key=\"loss\"] .chart')"
 

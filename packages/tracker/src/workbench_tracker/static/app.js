@@ -120,6 +120,17 @@ function rgba(hex, alpha) {
   return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`;
 }
 
+// Plotly pads a flat series by +/-1 around its value, so a constant 0.01 (a learning rate)
+// is drawn as a line at "0" on a -1..1 axis. A flat chart gets a range scaled to its value.
+function flatRange(traces, logy) {
+  let lo = Infinity, hi = -Infinity;
+  for (const t of traces) for (const v of t.y) if (Number.isFinite(v) && (!logy || v > 0)) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  if (lo !== hi) return { autorange: true };
+  if (logy) return { autorange: false, range: [Math.log10(lo) - 0.5, Math.log10(lo) + 0.5] };
+  const pad = Math.abs(lo) * 0.1 || 1;
+  return { autorange: false, range: [lo - pad, lo + pad] };
+}
+
 class ChartSet {
   constructor(container) {
     this.container = container;
@@ -233,7 +244,7 @@ class ChartSet {
     Plotly.react(e.div, traces, {
       margin: { l: 50, r: 10, t: 10, b: 35 },
       xaxis: { title: { text: this.xaxis === "time" ? "seconds" : "step" } },
-      yaxis: { type: this.logy ? "log" : "linear" },
+      yaxis: { type: this.logy ? "log" : "linear", ...flatRange(traces, this.logy) },
       showlegend: e.series.size > 1,
       legend: { orientation: "h" },
     }, { displaylogo: false, responsive: true });
@@ -355,7 +366,7 @@ async function comparePage() {
     const keys = Object.keys(data.config_diff).sort();
     $("#diff tbody").innerHTML = keys.map((k) => `<tr><th>${esc(k)}</th>${data.runs.map((r) => `<td class="changed">${esc(fmt(data.config_diff[k][r.id]))}</td>`).join("")}</tr>`).join("") || '<tr><td class="muted">configs are identical</td></tr>';
     for (const [runId, series] of Object.entries(data.series)) {
-      for (const [k, s] of Object.entries(series)) if (s.steps.length) charts.set(k, names[runId], s);
+      for (const [k, s] of Object.entries(series)) if (s.steps.length) charts.set(k, names[runId], s, runId);
     }
   } catch (e) { showError(e); }
 }
