@@ -181,6 +181,28 @@ def test_list_runs_filters_sorts_and_paginates(store: Store) -> None:
     assert set(by_lr[:2]) == {"run1", "run3"}
 
 
+def test_config_filter_pages_in_order_and_returns_whole_runs(store: Store) -> None:
+    for i in range(7):
+        _run(
+            store,
+            f"c{i}",
+            config={"lr": 0.1 if i % 2 else 0.01},
+            summary={"loss": 10 - i} if i != 3 else {},
+            environment={"hostname": f"h{i}"},
+            notes=f"n{i}",
+        )
+        time.sleep(0.002)
+    runs, total = store.list_runs(config={"lr": 0.1}, sort="created_at", limit=2, offset=1)
+    assert total == 3 and [r.id for r in runs] == ["c3", "c5"]
+    assert [r.environment["hostname"] for r in runs] == ["h3", "h5"]  # the whole row
+    assert [r.notes for r in runs] == ["n3", "n5"]
+    # A summary sort without a config filter: runs missing the key come last.
+    runs, total = store.list_runs(sort="summary.loss", limit=10)
+    assert total == 7 and [r.id for r in runs] == ["c6", "c5", "c4", "c2", "c1", "c0", "c3"]
+    runs, _ = store.list_runs(sort="-summary.loss", limit=3, offset=5)
+    assert [r.id for r in runs] == ["c6", "c3"]
+
+
 def test_list_runs_rejects_unknown_sort_field(store: Store) -> None:
     with pytest.raises(ValueError, match="sort"):
         store.list_runs(sort="password")

@@ -130,10 +130,11 @@ def config_matches(config: Mapping[str, Any], dotted: str, expected: Any) -> boo
     return str(actual) == str(expected) or json.dumps(actual) == str(expected)
 
 
-def _sort_key(run: RunInfo, field: str) -> tuple[int, Any]:
+def _sort_key(run: Any, field: str) -> tuple[int, Any]:
+    """Order of one run (a RunInfo or a row with the needed columns) by ``field``."""
     if field.startswith(("config.", "summary.")):
         source, _, dotted = field.partition(".")
-        found, value = _dig(getattr(run, source), dotted)
+        found, value = _dig(getattr(run, source) or {}, dotted)
     else:
         found, value = True, getattr(run, field, None)
     if not found or value is None:
@@ -453,14 +454,24 @@ class SQLStore(Store):
             stmt = stmt.where(Run.id.in_(select(RunTag.run_id).where(RunTag.tag == tag)))
         with self.session() as s:
             if config or field not in _SORTABLE:
-                runs = [self._info(r) for r in s.scalars(stmt)]
+                # Config filters and config/summary sorts run in Python (their loose equality
+                # has no portable SQL). Only the columns they need are read for every run;
+                # whole rows (environment included) are loaded for the page alone.
+                columns = [Run.id, Run.config, Run.summary]
+                if field in _SORTABLE and field != "id":
+                    columns.append(getattr(Run, field))
+                light = list(s.execute(stmt.with_only_columns(*columns)))
                 for dotted, expected in (config or {}).items():
-                    runs = [r for r in runs if config_matches(r.config, dotted, expected)]
-                present = [r for r in runs if _sort_key(r, field)[0] < 2]
-                missing = [r for r in runs if _sort_key(r, field)[0] == 2]
+                    light = [r for r in light if config_matches(r.config or {}, dotted, expected)]
+                present = [r for r in light if _sort_key(r, field)[0] < 2]
+                missing = [r for r in light if _sort_key(r, field)[0] == 2]
                 present.sort(key=lambda r: (_sort_key(r, field), r.id), reverse=desc)
-                runs = present + missing
-                return runs[offset : offset + limit], len(runs)
+                page = [r.id for r in (present + missing)[offset : offset + limit]]
+                full: dict[str, Run] = {}
+                for start in range(0, len(page), 500):  # bounded IN lists on every dialect
+                    chunk = page[start : start + 500]
+                    full.update((r.id, r) for r in s.scalars(select(Run).where(Run.id.in_(chunk))))
+                return [self._info(full[i]) for i in page], len(light)
             total = s.scalar(select(func.count()).select_from(stmt.subquery())) or 0
             column = getattr(Run, field)
             order = [column.desc() if desc else column.asc(), Run.id.desc() if desc else Run.id]
