@@ -16,10 +16,11 @@ Tree of errors::
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
@@ -59,8 +60,6 @@ def stale_after_s() -> float:
     heartbeat that was only late turns it back to ``running``). ``WORKBENCH_TRACKER_STALE_S``
     sets it (default 90); writers and readers should agree on it.
     """
-    import os
-
     raw = os.environ.get(STALE_ENV)
     if not raw:
         return DEFAULT_STALE_S
@@ -84,8 +83,6 @@ def live_status(status: str, updated_at: datetime | None, now: datetime | None =
     stopped more than :func:`stale_after_s` ago, else ``status`` as stored."""
     if status != "running" or updated_at is None:
         return status
-    from datetime import UTC
-
     if updated_at.tzinfo is None:
         updated_at = updated_at.replace(tzinfo=UTC)
     current = now or datetime.now(UTC)

@@ -463,10 +463,10 @@ class SQLStore(Store):
                 light = list(s.execute(stmt.with_only_columns(*columns)))
                 for dotted, expected in (config or {}).items():
                     light = [r for r in light if config_matches(r.config or {}, dotted, expected)]
-                present = [r for r in light if _sort_key(r, field)[0] < 2]
-                missing = [r for r in light if _sort_key(r, field)[0] == 2]
-                present.sort(key=lambda r: (_sort_key(r, field), r.id), reverse=desc)
-                page = [r.id for r in (present + missing)[offset : offset + limit]]
+                keyed = [(_sort_key(r, field), r.id) for r in light]
+                present = sorted((k for k in keyed if k[0][0] < 2), reverse=desc)
+                missing = [k for k in keyed if k[0][0] == 2]  # no value: last, either way
+                page = [rid for _, rid in (present + missing)[offset : offset + limit]]
                 full: dict[str, Run] = {}
                 for start in range(0, len(page), 500):  # bounded IN lists on every dialect
                     chunk = page[start : start + 500]
@@ -640,9 +640,7 @@ class SQLStore(Store):
             return super().metric_series_downsampled(
                 run_id, key, points=points, method=method, min_step=min_step, max_step=max_step
             )
-        keys = self.metric_keys(run_id)
-        count = int(keys[key]["count"]) if key in keys else 0
-        if count >= points * BLOCK_STEPS // 4 and self._blocks_cover(run_id, key, count):
+        if self._from_blocks(run_id, key, min_points=points * BLOCK_STEPS // 4):
             steps, values, times = self._block_candidates(run_id, key)
         else:
             steps, values, times = self.metric_arrays(run_id, key)
@@ -669,23 +667,31 @@ class SQLStore(Store):
             return super().metric_envelope(
                 run_id, key, buckets=buckets, min_step=min_step, max_step=max_step
             )
-        keys = self.metric_keys(run_id)
-        count = int(keys[key]["count"]) if key in keys else 0
-        if count >= buckets * BLOCK_STEPS and self._blocks_cover(run_id, key, count):
+        if self._from_blocks(run_id, key, min_points=buckets * BLOCK_STEPS):
             return self._block_envelope(run_id, key, buckets)
         steps, values, times = self.metric_arrays(run_id, key)
         first, last, mins, maxs = envelope_arrays(values, buckets)
         return Envelope.from_arrays(steps, times, first, last, mins, maxs)
 
-    def _blocks_cover(self, run_id: str, key: str, count: int) -> bool:
-        """Whether the block summaries account for all ``count`` points of the key. A database
-        written before summaries existed (or by a tool that skipped them) has fewer; reads then
-        take the raw rows, slower but complete."""
-        sql = self._sql(
-            "SELECT COALESCE(SUM(count), 0) FROM metric_blocks WHERE run_id = ? AND key = ?"
+    def _from_blocks(self, run_id: str, key: str, *, min_points: int) -> bool:
+        """Whether a whole-series read of the key should come from its block summaries: it has
+        at least ``min_points`` points (shorter series are cheaper to read row by row) and the
+        summaries account for every one of them. A database written before summaries existed
+        (or by a tool that skipped them) has fewer; reads then take the raw rows, slower but
+        complete."""
+        counted = self._fetch_raw(
+            self._sql("SELECT count FROM metric_keys WHERE run_id = ? AND key = ?"), (run_id, key)
         )
-        rows = self._fetch_raw(sql, (run_id, key))
-        return bool(rows) and int(rows[0][0]) == count
+        count = int(counted[0][0]) if counted else 0
+        if count < min_points or count == 0:
+            return False
+        covered = self._fetch_raw(
+            self._sql(
+                "SELECT COALESCE(SUM(count), 0) FROM metric_blocks WHERE run_id = ? AND key = ?"
+            ),
+            (run_id, key),
+        )
+        return int(covered[0][0]) == count
 
     def _block_envelope(self, run_id: str, key: str, buckets: int) -> Envelope:
         """:meth:`metric_envelope` from ``metric_blocks``: one row per block, buckets of whole
