@@ -31,6 +31,12 @@ from workbench_serving.engines.base import (
     VisionItem,
     VisionResult,
 )
+from workbench_serving.engines.constraints import (
+    ConstraintSpec,
+    GrammarCompiler,
+    TokenConstraint,
+    apply_token_constraints,
+)
 from workbench_serving.engines.image import ImageEngine
 from workbench_serving.engines.text import TextEngine, row_seed
 from workbench_serving.engines.training import (
@@ -43,10 +49,12 @@ from workbench_serving.engines.vision import VisionEngine
 __all__ = [
     "AdamParams",
     "CheckpointInfo",
+    "ConstraintSpec",
     "Engine",
     "EngineError",
     "EngineKind",
     "ForwardBackwardResult",
+    "GrammarCompiler",
     "ImageEngine",
     "ImageItem",
     "ImageResult",
@@ -57,6 +65,7 @@ __all__ = [
     "SampleResult",
     "SampledSequence",
     "TextEngine",
+    "TokenConstraint",
     "TrainingDatum",
     "TrainingEngine",
     "TrainingOp",
@@ -65,6 +74,7 @@ __all__ = [
     "VisionItem",
     "VisionResult",
     "apply_thread_setting",
+    "apply_token_constraints",
     "checkpoint_model_name",
     "checkpoints_dir",
     "pick_device",

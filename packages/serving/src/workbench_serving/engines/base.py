@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:  # engines only read ``.cancelled``; any token with that attribute works
     from workbench_core.cancel import CancelToken
+    from workbench_serving.engines.constraints import ConstraintSpec
 
 ItemT = TypeVar("ItemT", contravariant=True)
 ResultT = TypeVar("ResultT")
@@ -57,6 +58,9 @@ class SampleItem:
     # Called from the worker thread as tokens are produced: (sample_index, token_id, text_delta).
     on_token: Callable[[int, int, str], None] | None = None
     cancel: CancelToken | None = None
+    # A grammar (JSON schema, JSON object, regex, Lark) every sample's output must match; applied
+    # as a token mask in the batched sampler, so constrained and free items share a batch.
+    constraint: ConstraintSpec | None = None
 
 
 @dataclass

@@ -43,6 +43,11 @@ from workbench_serving.engines.base import (
     SampleItem,
     SampleResult,
 )
+from workbench_serving.engines.constraints import (
+    GrammarCompiler,
+    TokenConstraint,
+    apply_token_constraints,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -80,6 +85,7 @@ class _Row:
     text: str = ""
     emitted: int = 0
     finish_reason: FinishReason | None = None
+    constraint: TokenConstraint | None = None
 
     @property
     def finished(self) -> bool:
@@ -149,6 +155,7 @@ class TextEngine(PretrainedEngine):
         self._path: Path | str | None = None
         self._logits_to_keep = False
         self._eos_ids: frozenset[int] = frozenset()
+        self._grammars: GrammarCompiler | None = None
         _SHARED[(self.source, device, dtype)] = self
 
     @classmethod
@@ -465,6 +472,16 @@ class TextEngine(PretrainedEngine):
             self._check_tokens(item.stop_token_ids, "stop_token_ids")
         if item.adapter is not None:
             self.adapter_internal_name(item.adapter)
+        if item.constraint is not None:
+            self.grammars.validate(item.constraint)
+
+    @property
+    def grammars(self) -> GrammarCompiler:
+        """This model's grammar compiler (built on first use; holds the compiled-grammar cache)."""
+        self._require_loaded()
+        if self._grammars is None:
+            self._grammars = GrammarCompiler(self.tokenizer, self.vocab_size, self.eos_token_ids)
+        return self._grammars
 
     # ------------------------------------------------------------ sampling
 
@@ -523,10 +540,14 @@ class TextEngine(PretrainedEngine):
         for item_index, item in enumerate(items):
             seed = item.seed if item.seed is not None else secrets.randbits(62)
             stop_ids = self._eos_ids | frozenset(item.stop_token_ids)
+            base = None
+            if item.constraint is not None:
+                base = self.grammars.constraint(item.constraint, item.max_tokens)
             for j in range(item.num_samples):
                 gen = torch.Generator(device="cpu")
                 gen.manual_seed(row_seed(seed, j))
-                rows.append(_Row(item_index, j, item, gen, stop_ids))
+                constraint = None if base is None else (base if j == 0 else base.fork())
+                rows.append(_Row(item_index, j, item, gen, stop_ids, constraint=constraint))
 
         # Prefill each prompt once; its num_samples rows then share that prefix in the cache.
         pad_id = int(self.tokenizer.pad_token_id)
@@ -556,7 +577,8 @@ class TextEngine(PretrainedEngine):
                 if not r.finished and _is_cancelled(r.item.cancel):
                     self._finish(r, "cancelled")
             logits = logits_now.float()
-            logprobs = torch.log_softmax(logits, dim=-1)
+            logprobs = torch.log_softmax(logits, dim=-1)  # raw model logprobs, before any mask
+            apply_token_constraints(logits, [None if r.finished else r.constraint for r in live])
             next_tokens: list[int] = []
             for b, r in enumerate(live):
                 if r.finished:
@@ -564,7 +586,10 @@ class TextEngine(PretrainedEngine):
                     continue
                 token = self._choose(logits[b], r)
                 next_tokens.append(token)
-                self._append(r, token, float(logprobs[b, token]))
+                done = r.constraint is not None and (
+                    not r.constraint.accept_token(token) or r.constraint.is_terminated()
+                )
+                self._append(r, token, float(logprobs[b, token]), grammar_done=done)
             keep = [b for b, r in enumerate(live) if not r.finished]
             if not keep:
                 break
@@ -621,13 +646,18 @@ class TextEngine(PretrainedEngine):
             token -= 1
         return token
 
-    def _append(self, row: _Row, token: int, logprob: float) -> None:
-        """Record a sampled token, detect stops, and stream the safe part of the text."""
+    def _append(self, row: _Row, token: int, logprob: float, grammar_done: bool = False) -> None:
+        """Record a sampled token, detect stops, and stream the safe part of the text.
+
+        ``grammar_done``: the row's grammar is complete with this token, which is kept in the
+        text (unlike a stop token) and ends the row with ``"stop"``.
+        """
         item = row.item
         row.tokens.append(token)
         row.logprobs.append(logprob)
         stopped = token in row.stop_ids
         text_tokens = row.tokens[:-1] if stopped else row.tokens
+        stopped = stopped or grammar_done
         streaming = item.on_token is not None
         if not (streaming or item.stop):
             if stopped:
