@@ -36,8 +36,9 @@ function kvRows(obj) {
 }
 
 // TensorBoard-style debiased exponential moving average.
+// Always a new array: Plotly.react only redraws a trace whose arrays are new objects.
 function smooth(values, weight) {
-  if (!weight) return values;
+  if (!weight) return values.slice();
   const out = new Array(values.length);
   let last = 0, n = 0;
   for (let i = 0; i < values.length; i++) {
@@ -51,9 +52,60 @@ function smooth(values, weight) {
 }
 
 // ---------------------------------------------------------------------------------- runs page
+// Dotted keys reach into nested config/summary dicts, like the API's config.x filters and sorts.
+function dig(obj, dotted) {
+  if (obj && Object.prototype.hasOwnProperty.call(obj, dotted)) return [true, obj[dotted]];
+  let cur = obj;
+  for (const part of dotted.split(".")) {
+    if (cur === null || typeof cur !== "object" || !(part in cur)) return [false, undefined];
+    cur = cur[part];
+  }
+  return [true, cur];
+}
+
+// The runs-table filters as query parameters, shared by the table, the group charts and the
+// parameter plot so all three show the same runs.
+function filterQuery() {
+  const q = new URLSearchParams();
+  for (const k of ["project", "status", "tag", "search"]) {
+    const el = $(`#f-${k}`);
+    const v = el ? el.value.trim() : "";
+    if (v) q.set(k, v);
+  }
+  for (const part of $("#f-config").value.split(",")) {
+    const [k, ...rest] = part.split("=");
+    if (k && k.trim() && rest.length) q.append(`config.${k.trim()}`, rest.join("=").trim());
+  }
+  return q;
+}
+
+const BASE_COLUMNS = [
+  { id: "project", label: "Project", sort: "project", cell: (r) => esc(r.project) },
+  { id: "status", label: "Status", sort: "status", cell: (r) => `<span class="status-${esc(r.status)}">${esc(r.status)}</span>` },
+  { id: "created_at", label: "Created", sort: "created_at", cell: (r) => esc((r.created_at || "").replace("T", " ").slice(0, 19)) },
+  { id: "tags", label: "Tags", sort: null, cell: (r) => r.tags.map((t) => `<span class="tag">${esc(t)}</span>`).join("") },
+];
+const COLUMNS_KEY = "workbench.tracker.columns";
+
+function columnDef(id) {
+  const base = BASE_COLUMNS.find((c) => c.id === id);
+  if (base) return base;
+  const [source, ...rest] = id.split(".");
+  const key = rest.join(".");
+  return {
+    id, sort: id, label: `<span class="muted">${esc(source)}.</span>${esc(key)}`,
+    cell: (r) => { const [found, v] = dig(r[source], key); return found ? esc(fmt(v)) : ""; },
+    numeric: true,
+  };
+}
+
 async function runsPage() {
   let offset = 0;
   const limit = 50;
+  let lastRuns = [];
+  let keys = { config: [], summary: [], metrics: [] };
+  let visible = null; // column ids; null until the user picks or the keys arrive
+  try { visible = JSON.parse(localStorage.getItem(COLUMNS_KEY) || "null"); } catch (e) { visible = null; }
   try {
     const projects = await api("api/projects");
     const sel = $("#f-project");
@@ -65,48 +117,243 @@ async function runsPage() {
   } catch (e) { showError(e); }
   for (const [k, v] of params) {
     const el = $(`#f-${k}`);
-    if (el) el.value = v;
+    if (!el) continue;
+    if (el.tagName === "SELECT" && ![...el.options].some((o) => o.value === v)) el.add(new Option(v, v));
+    el.value = v;
+  }
+
+  function setSort(value) {
+    const sel = $("#f-sort");
+    if (![...sel.options].some((o) => o.value === value)) sel.add(new Option(value.replace(/^-/, "") + (value.startsWith("-") ? " ↓" : " ↑"), value));
+    sel.value = value;
+  }
+  function renderTable() {
+    const cols = (visible || BASE_COLUMNS.map((c) => c.id)).map(columnDef);
+    const sort = $("#f-sort").value;
+    const head = (label, field) => {
+      if (!field) return `<th>${label}</th>`;
+      const state = sort === field ? "ascending" : sort === `-${field}` ? "descending" : "none";
+      const arrow = state === "ascending" ? " ▲" : state === "descending" ? " ▼" : "";
+      return `<th class="sortable" data-sort="${esc(field)}" aria-sort="${state}">${label}${arrow}</th>`;
+    };
+    $("#runs thead").innerHTML = `<tr><th></th>${head("Name", "name")}${cols.map((c) => head(c.label, c.sort)).join("")}</tr>`;
+    $("#runs tbody").innerHTML = lastRuns.map((r) => `
+      <tr data-run-id="${esc(r.id)}">
+        <td><input type="checkbox" class="pick" value="${esc(r.id)}"></td>
+        <td><a href="run.html?id=${encodeURIComponent(r.id)}">${esc(r.name)}</a><div class="muted">${esc(r.id)}</div></td>
+        ${cols.map((c) => `<td data-col="${esc(c.id)}"${c.numeric ? ' class="num"' : ""}>${c.cell(r)}</td>`).join("")}
+      </tr>`).join("") || `<tr><td colspan="${cols.length + 2}" class="muted">no runs match</td></tr>`;
+  }
+  function renderColumnPicker() {
+    const ids = [...BASE_COLUMNS.map((c) => c.id), ...keys.config.map((k) => `config.${k}`), ...keys.summary.map((k) => `summary.${k}`)];
+    for (const id of visible || []) if (!ids.includes(id)) ids.push(id);
+    const shown = new Set(visible || []);
+    $("#columns").innerHTML = ids.map((id) => `<label><input type="checkbox" class="col-pick" value="${esc(id)}"${shown.has(id) ? " checked" : ""}> ${esc(id)}</label>`).join("");
+  }
+  async function loadKeys() {
+    try {
+      keys = await api(`api/workspace/keys?${filterQuery()}`);
+    } catch (e) { showError(e); return; }
+    if (visible === null) {
+      // First visit: the fixed columns plus a few config and summary values, like W&B's default.
+      visible = [...BASE_COLUMNS.map((c) => c.id), ...keys.config.slice(0, 3).map((k) => `config.${k}`), ...keys.summary.slice(0, 3).map((k) => `summary.${k}`)];
+      renderTable();
+    }
+    renderColumnPicker();
+    fillSelect($("#g-by"), keys.config, "no grouping");
+    fillSelect($("#g-keys"), keys.metrics);
+    fillSelect($("#pc-metric"), keys.summary);
+    fillSelect($("#pc-keys"), keys.config);
   }
   async function load() {
-    const q = new URLSearchParams();
-    for (const k of ["project", "status", "tag", "sort"]) {
-      const v = $(`#f-${k}`).value.trim();
-      if (v) q.set(k, v);
-    }
-    for (const part of $("#f-config").value.split(",")) {
-      const [k, ...rest] = part.split("=");
-      if (k && k.trim() && rest.length) q.append(`config.${k.trim()}`, rest.join("=").trim());
-    }
+    const q = filterQuery();
+    q.set("sort", $("#f-sort").value);
     q.set("limit", limit); q.set("offset", offset);
     try {
       const data = await api(`api/runs?${q}`);
       $("#error").hidden = true;
-      const body = $("#runs tbody");
-      body.innerHTML = data.runs.map((r) => `
-        <tr data-run-id="${esc(r.id)}">
-          <td><input type="checkbox" class="pick" value="${esc(r.id)}"></td>
-          <td><a href="run.html?id=${encodeURIComponent(r.id)}">${esc(r.name)}</a><div class="muted">${esc(r.id)}</div></td>
-          <td>${esc(r.project)}</td>
-          <td class="status-${esc(r.status)}">${esc(r.status)}</td>
-          <td>${esc((r.created_at || "").replace("T", " ").slice(0, 19))}</td>
-          <td>${r.tags.map((t) => `<span class="tag">${esc(t)}</span>`).join("")}</td>
-          <td>${Object.entries(r.config).slice(0, 4).map(([k, v]) => `${esc(k)}=${esc(fmt(v))}`).join("<br>")}</td>
-          <td>${Object.entries(r.summary).slice(0, 4).map(([k, v]) => `${esc(k)}=${esc(fmt(v))}`).join("<br>")}</td>
-        </tr>`).join("") || '<tr><td colspan="8" class="muted">no runs match</td></tr>';
+      lastRuns = data.runs;
+      renderTable();
       $("#page-info").textContent = `${data.total ? offset + 1 : 0}–${offset + data.runs.length} of ${data.total}`;
       $("#prev").disabled = offset === 0;
       $("#next").disabled = offset + data.runs.length >= data.total;
     } catch (e) { showError(e); }
   }
-  $("#filters").addEventListener("submit", (ev) => { ev.preventDefault(); offset = 0; load(); });
+  const workspace = new Workspace();
+  async function reloadAll() {
+    await Promise.all([load(), loadKeys()]);
+    await workspace.load();
+  }
+  $("#filters").addEventListener("submit", (ev) => { ev.preventDefault(); offset = 0; reloadAll(); });
+  let typing = null;
+  $("#f-search").addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => { offset = 0; reloadAll(); }, 250);
+  });
+  $("#f-sort").addEventListener("change", () => { offset = 0; load(); });
+  $("#runs thead").addEventListener("click", (ev) => {
+    const th = ev.target.closest("th[data-sort]");
+    if (!th) return;
+    const field = th.dataset.sort;
+    const cur = $("#f-sort").value;
+    setSort(cur === field ? `-${field}` : field);
+    offset = 0; load();
+  });
+  $("#columns").addEventListener("change", () => {
+    visible = [...document.querySelectorAll(".col-pick:checked")].map((c) => c.value);
+    localStorage.setItem(COLUMNS_KEY, JSON.stringify(visible));
+    renderTable();
+  });
   $("#prev").addEventListener("click", () => { offset = Math.max(0, offset - limit); load(); });
   $("#next").addEventListener("click", () => { offset += limit; load(); });
   $("#compare-btn").addEventListener("click", () => {
     const ids = [...document.querySelectorAll(".pick:checked")].map((c) => c.value);
     if (ids.length) location.href = `compare.html?runs=${encodeURIComponent(ids.join(","))}`;
   });
-  await load();
+  await Promise.all([load(), loadKeys()]);
+  workspace.bind(keys);
+  await workspace.load();
   setInterval(load, 10000);
+  setInterval(() => workspace.load(), 30000);
+}
+
+// Options of a <select>, keeping what was selected (a multi-select keeps every selected value).
+function fillSelect(sel, values, emptyLabel) {
+  if (!sel) return;
+  const chosen = new Set([...sel.selectedOptions].map((o) => o.value));
+  sel.innerHTML = (emptyLabel !== undefined ? `<option value="">${esc(emptyLabel)}</option>` : "") + values.map((v) => `<option value="${esc(v)}">${esc(v)}</option>`).join("");
+  for (const o of sel.options) if (chosen.has(o.value)) o.selected = true;
+}
+
+// --------------------------------------------------------------------- runs page: workspace
+// Panels of metric curves over every run the filters match, grouped by a config value (mean
+// line, min/max band, computed by the server: api/workspace/groups), and a parallel-coordinates
+// plot of config values against a summary metric.
+const DASHES = ["solid", "dash", "dot", "dashdot", "longdash"];
+
+class Workspace {
+  constructor() {
+    this.panels = []; // each: {keys: [...], card, div}
+  }
+  bind(keys) {
+    const fromUrl = (params.get("panels") || "").split(";").map((p) => p.split(",").filter(Boolean)).filter((p) => p.length);
+    const initial = fromUrl.length ? fromUrl : keys.metrics.slice(0, 4).map((k) => [k]);
+    for (const p of initial) this.addPanel(p, false);
+    const by = params.get("group_by");
+    if (by) { if (![...$("#g-by").options].some((o) => o.value === by)) $("#g-by").add(new Option(by, by)); $("#g-by").value = by; }
+    $("#g-by").addEventListener("change", () => { this.saveUrl(); this.loadPanels(); });
+    $("#g-add").addEventListener("click", () => {
+      const chosen = [...$("#g-keys").selectedOptions].map((o) => o.value);
+      if (!chosen.length) return;
+      const panel = this.addPanel(chosen, true);
+      this.loadPanel(panel).catch(showError);
+    });
+    $("#pc-metric").addEventListener("change", () => this.loadParcoords().catch(showError));
+    $("#pc-keys").addEventListener("change", () => this.loadParcoords().catch(showError));
+  }
+  saveUrl() {
+    const q = new URLSearchParams(location.search);
+    q.set("panels", this.panels.map((p) => p.keys.join(",")).join(";"));
+    const by = $("#g-by").value;
+    if (by) q.set("group_by", by); else q.delete("group_by");
+    history.replaceState(null, "", `${location.pathname}?${q}`);
+  }
+  addPanel(keys, save) {
+    const card = document.createElement("div");
+    card.className = "card panel";
+    card.dataset.keys = keys.join(",");
+    card.innerHTML = `<div><strong>${esc(keys.join(", "))}</strong> <span class="muted note"></span> <button type="button" class="secondary remove" title="remove panel">×</button></div><div class="chart"></div>`;
+    $("#group-charts").appendChild(card);
+    const panel = { keys, card, div: card.querySelector(".chart") };
+    card.querySelector(".remove").addEventListener("click", () => {
+      this.panels = this.panels.filter((p) => p !== panel);
+      card.remove();
+      this.saveUrl();
+    });
+    this.panels.push(panel);
+    if (save) this.saveUrl();
+    return panel;
+  }
+  async load() {
+    await Promise.all([this.loadPanels(), this.loadParcoords()]).catch(showError);
+  }
+  async loadPanels() {
+    await Promise.all(this.panels.map((p) => this.loadPanel(p)));
+  }
+  async loadPanel(panel) {
+    const q = filterQuery();
+    q.set("keys", panel.keys.join(","));
+    const by = $("#g-by").value;
+    if (by) q.set("group_by", by);
+    const data = await api(`api/workspace/groups?${q}`);
+    const colorOf = new Map(data.groups.map((g, i) => [g.label, COLORS[i % COLORS.length]]));
+    const bands = [], lines = [];
+    panel.keys.forEach((key, ki) => {
+      for (const [label, c] of Object.entries(data.curves[key] || {})) {
+        const color = colorOf.get(label) || COLORS[0];
+        const name = panel.keys.length > 1 ? `${key} · ${label}` : label;
+        const runs = (data.groups.find((g) => g.label === label) || { runs: [] }).runs.length;
+        if (runs > 1) {
+          const common = { x: c.steps.slice(), mode: "lines", line: { width: 0, color }, showlegend: false, hoverinfo: "skip", meta: "band" };
+          bands.push({ ...common, y: c.max.slice(), name: `${name} (max)` });
+          bands.push({ ...common, y: c.min.slice(), name: `${name} (min)`, fill: "tonexty", fillcolor: rgba(color, 0.18) });
+        }
+        lines.push({
+          x: c.steps.slice(), y: c.mean.slice(), name: runs > 1 ? `${name} (mean of ${runs})` : name, meta: "mean",
+          mode: c.steps.length < 2 ? "markers" : "lines", line: { color, dash: DASHES[ki % DASHES.length] }, marker: { color },
+          customdata: c.count, hovertemplate: `%{y:.4g} @ %{x:.0f} (%{customdata} runs)<extra>${esc(name)}</extra>`,
+        });
+      }
+    });
+    panel.card.querySelector(".note").textContent = data.runs_used < data.total ? `first ${data.runs_used} of ${data.total} runs` : `${data.total} runs`;
+    panel.card.dataset.groups = String(data.groups.length);
+    if (typeof Plotly === "undefined") return;
+    const traces = [...bands, ...lines];
+    Plotly.react(panel.div, traces, {
+      margin: { l: 50, r: 10, t: 10, b: 35 }, datarevision: Date.now(), uirevision: "panel",
+      xaxis: { title: { text: "step" }, autorange: true },
+      yaxis: { ...flatRange(lines, false) },
+      showlegend: true, legend: { orientation: "h" },
+    }, { displaylogo: false, responsive: true });
+  }
+  // One line a run through config axes and the chosen summary metric (coloured by it).
+  // Text values get one tick each; runs missing a chosen value are left out (and counted).
+  async loadParcoords() {
+    const metric = $("#pc-metric").value;
+    const div = $("#parcoords");
+    if (!metric) { div.dataset.runs = "0"; return; }
+    let cfgKeys = [...$("#pc-keys").selectedOptions].map((o) => o.value);
+    const q = filterQuery();
+    q.set("limit", "1000");
+    const data = await api(`api/runs?${q}`);
+    if (!cfgKeys.length) {
+      // Default: the config keys whose value differs between the runs (up to 8).
+      cfgKeys = [...$("#pc-keys").options].map((o) => o.value).filter((k) => new Set(data.runs.map((r) => JSON.stringify(dig(r.config, k)[1]))).size > 1).slice(0, 8);
+    }
+    const rows = [];
+    for (const r of data.runs) {
+      const [hasM, m] = dig(r.summary, metric);
+      const mv = num(m);
+      if (!hasM || !Number.isFinite(mv)) continue;
+      const vals = cfgKeys.map((k) => dig(r.config, k));
+      if (vals.some(([found, v]) => !found || v === null || typeof v === "object")) continue;
+      rows.push({ id: r.id, config: vals.map(([, v]) => v), metric: mv });
+    }
+    const dims = cfgKeys.map((k, i) => {
+      const col = rows.map((r) => r.config[i]);
+      if (col.every((v) => typeof v === "number")) return { label: k, values: col };
+      const cats = [...new Set(col.map(String))].sort();
+      return { label: k, values: col.map((v) => cats.indexOf(String(v))), tickvals: cats.map((_, j) => j), ticktext: cats };
+    });
+    dims.push({ label: metric, values: rows.map((r) => r.metric) });
+    div.dataset.runs = String(rows.length);
+    $("#pc-note").textContent = `${rows.length} of ${data.runs.length} runs` + (rows.length < data.runs.length ? " (runs without every chosen value are left out)" : "");
+    if (typeof Plotly === "undefined") return;
+    Plotly.react(div, [{
+      type: "parcoords", dimensions: dims, customdata: rows.map((r) => r.id),
+      line: { color: rows.map((r) => r.metric), colorscale: "Viridis", showscale: true, colorbar: { title: { text: metric } } },
+    }], { margin: { l: 60, r: 60, t: 40, b: 20 } }, { displaylogo: false, responsive: true });
+  }
 }
 
 // ------------------------------------------------------------------------------- chart helper
@@ -139,6 +386,73 @@ class ChartSet {
     this.charts = new Map();
     this.smoothing = 0; this.logy = false; this.xaxis = "step"; this.band = false;
     this.pending = new Set();
+    // Panels that draw several keys together: id -> {card, div, keys}.
+    this.combos = new Map();
+    this.revision = 0;
+  }
+  // Layout shared by every chart. A new datarevision makes Plotly redraw; autorange follows
+  // the data as it grows; uirevision keeps a zoom the user made across those redraws (until the
+  // x axis or the scale changes).
+  layout(traces, showlegend) {
+    return {
+      margin: { l: 50, r: 10, t: 10, b: 35 },
+      datarevision: ++this.revision,
+      uirevision: `${this.xaxis}|${this.logy}`,
+      xaxis: { title: { text: this.xaxis === "time" ? "seconds" : "step" }, autorange: true },
+      yaxis: { type: this.logy ? "log" : "linear", ...flatRange(traces, this.logy) },
+      showlegend,
+      legend: { orientation: "h" },
+    };
+  }
+  addCombo(keys) {
+    const id = keys.join(",");
+    if (this.combos.has(id)) return this.combos.get(id);
+    const card = document.createElement("div");
+    card.className = "card combo";
+    card.dataset.keys = id;
+    card.innerHTML = `<div><strong>${esc(keys.join(", "))}</strong> <span class="muted count"></span> <button type="button" class="secondary remove" title="remove panel">×</button></div><div class="chart"></div>`;
+    this.container.prepend(card);
+    const entry = { card, div: card.querySelector(".chart"), keys };
+    card.querySelector(".remove").addEventListener("click", () => { this.combos.delete(id); card.remove(); this.onCombosChanged(); });
+    this.combos.set(id, entry);
+    this.renderCombo(entry);
+    this.onCombosChanged();
+    return entry;
+  }
+  onCombosChanged() {
+    const q = new URLSearchParams(location.search);
+    if (this.combos.size) q.set("panels", [...this.combos.keys()].join(";")); else q.delete("panels");
+    history.replaceState(null, "", `${location.pathname}?${q}`);
+  }
+  // Every series of every key of the panel on one chart: a colour a key, a dash a run.
+  renderCombo(entry) {
+    const traces = [];
+    let points = 0;
+    entry.keys.forEach((key, ki) => {
+      const e = this.charts.get(key);
+      if (!e) return;
+      let li = 0;
+      for (const [label, s] of e.series) {
+        const color = COLORS[ki % COLORS.length];
+        const x = this.xValues(s);
+        if (li === 0) points += s.steps.length;
+        traces.push({
+          x, y: smooth(s.values, this.smoothing), name: e.series.size > 1 ? `${key} · ${label}` : key, meta: key,
+          mode: s.steps.length < 2 ? "markers" : "lines", line: { color, dash: DASHES[li++ % DASHES.length] }, marker: { color },
+        });
+      }
+    });
+    entry.card.dataset.points = String(points);
+    entry.card.querySelector(".count").textContent = `${points} points`;
+    if (typeof Plotly === "undefined") return;
+    Plotly.react(entry.div, traces, this.layout(traces, true), { displaylogo: false, responsive: true });
+  }
+  xValues(s) {
+    if (this.xaxis === "time" && s.times.length === s.steps.length && s.times.length) {
+      const t0 = s.times[0];
+      return s.times.map((t) => t - t0);
+    }
+    return s.steps.slice();
   }
   ensure(key) {
     if (this.charts.has(key)) return this.charts.get(key);
@@ -213,8 +527,12 @@ class ChartSet {
     const keys = [...this.pending];
     this.pending.clear();
     for (const k of keys) this.render(k);
+    for (const c of this.combos.values()) if (c.keys.some((k) => keys.includes(k))) this.renderCombo(c);
   }
-  renderAll() { for (const k of this.charts.keys()) this.render(k); }
+  renderAll() {
+    for (const k of this.charts.keys()) this.render(k);
+    for (const c of this.combos.values()) this.renderCombo(c);
+  }
   render(key) {
     const e = this.charts.get(key);
     const traces = [];
@@ -225,14 +543,10 @@ class ChartSet {
       const color = COLORS[index++ % COLORS.length];
       if (points === null) points = s.steps.length;
       if (this.band && s.env && s.env.steps.length) bands.push(...this.bandTraces(label, s, color));
-      let x = s.steps;
-      if (this.xaxis === "time" && s.times.length === s.steps.length && s.times.length) {
-        const t0 = s.times[0];
-        x = s.times.map((t) => t - t0);
-      }
+      const x = this.xValues(s);
       const y = smooth(s.values, this.smoothing);
       if (this.smoothing) {
-        traces.push({ x, y: s.values, name: `${label} (raw)`, mode: "lines", line: { width: 1, color }, opacity: 0.25, showlegend: false, hoverinfo: "skip" });
+        traces.push({ x, y: s.values.slice(), name: `${label} (raw)`, mode: "lines", line: { width: 1, color }, opacity: 0.25, showlegend: false, hoverinfo: "skip" });
       }
       traces.push({ x, y, name: label, mode: s.steps.length < 2 ? "markers" : "lines", line: { color }, marker: { color } });
     }
@@ -241,15 +555,23 @@ class ChartSet {
     e.card.dataset.points = String(points);
     e.card.querySelector(".count").textContent = `${points} points`;
     if (typeof Plotly === "undefined") return;
-    Plotly.react(e.div, traces, {
-      margin: { l: 50, r: 10, t: 10, b: 35 },
-      xaxis: { title: { text: this.xaxis === "time" ? "seconds" : "step" } },
-      yaxis: { type: this.logy ? "log" : "linear", ...flatRange(traces, this.logy) },
-      showlegend: e.series.size > 1,
-      legend: { orientation: "h" },
-    }, { displaylogo: false, responsive: true });
+    Plotly.react(e.div, traces, this.layout(traces, e.series.size > 1), { displaylogo: false, responsive: true });
   }
-  bindControls(chartsRef) {
+  // The "several keys in one panel" chooser; panels in ?panels=a,b;c,d are restored.
+  bindPanels() {
+    const sel = $("#panel-keys");
+    if (!sel) return;
+    fillSelect(sel, [...this.charts.keys()].sort());
+    $("#add-panel").addEventListener("click", () => {
+      const keys = [...sel.selectedOptions].map((o) => o.value);
+      if (keys.length) this.addCombo(keys);
+    });
+    for (const p of (params.get("panels") || "").split(";")) {
+      const keys = p.split(",").filter((k) => this.charts.has(k));
+      if (keys.length) this.addCombo(keys);
+    }
+  }
+  bindControls() {
     const sm = $("#smoothing");
     if (sm) sm.addEventListener("input", () => { this.smoothing = Number(sm.value); $("#smoothing-val").textContent = sm.value; this.renderAll(); });
     const lg = $("#logy");
@@ -307,6 +629,19 @@ async function runPage() {
     } catch (e) { showError(e); }
   }
   loadAlerts(); loadImages();
+  charts.bindPanels();
+
+  // The SDK persists the summary (last value of each key) while the run logs: re-read the run
+  // shortly after points arrive, at most once a second, and every few seconds while running.
+  let metaTimer = null;
+  const refreshMeta = () => {
+    if (metaTimer) return;
+    metaTimer = setTimeout(() => {
+      metaTimer = null;
+      api(`api/runs/${rid}`).then((r) => { run = r; renderMeta(r); }).catch(showError);
+    }, 1000);
+  };
+  setInterval(() => { if (run.status === "running") refreshMeta(); }, 5000);
 
   async function overlay() {
     const ids = $("#overlay").value.split(",").map((s) => s.trim()).filter(Boolean);
@@ -336,8 +671,11 @@ async function runPage() {
     ws.onmessage = (ev) => {
       const msg = JSON.parse(ev.data);
       if (msg.type === "points") {
+        const fresh = !charts.charts.has(msg.key);
         charts.append(msg.key, run.name, msg);
         last[msg.key] = msg.steps[msg.steps.length - 1];
+        if (fresh) fillSelect($("#panel-keys"), [...charts.charts.keys()].sort());
+        refreshMeta();
       } else if (msg.type === "status" && msg.status !== run.status) {
         api(`api/runs/${rid}`).then((r) => { run = r; renderMeta(r); loadAlerts(); loadImages(); });
       }
@@ -368,6 +706,7 @@ async function comparePage() {
     for (const [runId, series] of Object.entries(data.series)) {
       for (const [k, s] of Object.entries(series)) if (s.steps.length) charts.set(k, names[runId], s, runId);
     }
+    charts.bindPanels();
   } catch (e) { showError(e); }
 }
 

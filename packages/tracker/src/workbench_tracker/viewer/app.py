@@ -179,6 +179,8 @@ def create_app(store: Store | str | None = None, *, poll_interval: float = 0.5) 
         poll_interval: how often the live WebSocket checks the store for new points (seconds).
     """
     from workbench_tracker.store import get_store
+    from workbench_tracker.viewer.workspace import router as workspace_router
+    from workbench_tracker.viewer.workspace import search_runs
 
     st: Store = store if isinstance(store, Store) else get_store(store)
     app = FastAPI(
@@ -262,6 +264,9 @@ def create_app(store: Store | str | None = None, *, poll_interval: float = 0.5) 
         sort: str = "-created_at",
         limit: int = Query(default=100, ge=1, le=1000),
         offset: int = Query(default=0, ge=0),
+        search: str | None = Query(
+            default=None, max_length=200, description="part of the run's name or id, any case"
+        ),
     ) -> dict[str, Any]:
         if status is not None and status not in RUN_STATUSES:
             raise ApiError(422, f"status: must be one of {', '.join(RUN_STATUSES)}", param="status")
@@ -271,18 +276,20 @@ def create_app(store: Store | str | None = None, *, poll_interval: float = 0.5) 
                 if len(k) == len("config."):
                     raise ApiError(422, "config.: needs a key, e.g. config.lr=0.1", param=k)
                 config[k[len("config.") :]] = _parse_query_value(v)
-            elif k not in ("project", "tag", "status", "sort", "limit", "offset"):
+            elif k not in ("project", "tag", "status", "sort", "limit", "offset", "search"):
                 raise ApiError(422, f"{k}: unknown query parameter", param=k)
+        filters: dict[str, Any] = {
+            "project": project,
+            "tags": tag,
+            "status": status,
+            "config": config,
+            "sort": sort,
+        }
         try:
-            found, total = st.list_runs(
-                project=project,
-                tags=tag,
-                status=status,
-                config=config,
-                sort=sort,
-                limit=limit,
-                offset=offset,
-            )
+            if search:
+                found, total = search_runs(st, search, limit=limit, offset=offset, **filters)
+            else:
+                found, total = st.list_runs(**filters, limit=limit, offset=offset)
         except ValueError as exc:
             raise ApiError(422, str(exc), param="sort") from exc
         return {
@@ -573,6 +580,7 @@ def create_app(store: Store | str | None = None, *, poll_interval: float = 0.5) 
                 await reader
 
     app.include_router(api)
+    app.include_router(workspace_router)
 
     try:  # the extras (artifacts, lineage, export, monitors, remote) add their routes
         from workbench_tracker.extras_api import router as extras_router  # type: ignore[import-not-found]
