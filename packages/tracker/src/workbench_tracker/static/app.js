@@ -230,6 +230,8 @@ function fillSelect(sel, values, emptyLabel) {
 // line, min/max band, computed by the server: api/workspace/groups), and a parallel-coordinates
 // plot of config values against a summary metric.
 const DASHES = ["solid", "dash", "dot", "dashdot", "longdash"];
+// Above the plot: below it, a horizontal legend covers the x axis title.
+const LEGEND = { orientation: "h", x: 0, y: 1, yanchor: "bottom", traceorder: "normal" };
 
 class Workspace {
   constructor() {
@@ -310,10 +312,10 @@ class Workspace {
     if (typeof Plotly === "undefined") return;
     const traces = [...bands, ...lines];
     Plotly.react(panel.div, traces, {
-      margin: { l: 50, r: 10, t: 10, b: 35 }, datarevision: Date.now(), uirevision: "panel",
+      margin: { l: 50, r: 10, t: 30 + 18 * Math.floor(lines.length / 4), b: 35 }, datarevision: Date.now(), uirevision: "panel",
       xaxis: { title: { text: "step" }, autorange: true },
       yaxis: { ...flatRange(lines, false) },
-      showlegend: true, legend: { orientation: "h" },
+      showlegend: true, legend: LEGEND,
     }, { displaylogo: false, responsive: true });
   }
   // One line a run through config axes and the chosen summary metric (coloured by it).
@@ -395,13 +397,13 @@ class ChartSet {
   // x axis or the scale changes).
   layout(traces, showlegend) {
     return {
-      margin: { l: 50, r: 10, t: 10, b: 35 },
+      margin: { l: 50, r: 10, t: showlegend ? 30 : 10, b: 35 },
       datarevision: ++this.revision,
       uirevision: `${this.xaxis}|${this.logy}`,
       xaxis: { title: { text: this.xaxis === "time" ? "seconds" : "step" }, autorange: true },
       yaxis: { type: this.logy ? "log" : "linear", ...flatRange(traces, this.logy) },
       showlegend,
-      legend: { orientation: "h" },
+      legend: LEGEND,
     };
   }
   addCombo(keys) {
