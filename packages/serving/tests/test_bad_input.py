@@ -31,7 +31,7 @@ BAD_SAMPLES: list[tuple[Any, str]] = [
         "sampling_params.max_tokens",
     ),
     (
-        {"model": "tiny-llama", "prompt": "x", "sampling_params": {"max_tokens": 1000}},
+        {"model": "tiny-llama", "prompt": "x", "sampling_params": {"max_tokens": 4000}},
         "sampling_params.max_tokens",
     ),
     (

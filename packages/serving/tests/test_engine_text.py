@@ -275,7 +275,7 @@ def test_prompt_plus_max_tokens_beyond_the_context_length_is_rejected(
     engine: TextEngine,
 ) -> None:
     ctx = engine.context_length
-    assert ctx == 256  # config.max_position_embeddings of tiny-llama
+    assert ctx == 1024  # config.max_position_embeddings of tiny-llama
     ok = run_one(engine, SampleItem([1] * (ctx - 2), max_tokens=2, temperature=0.0))
     assert len(ok.sequences[0].tokens) <= 2
     (err,) = engine.run_batch([SampleItem([1] * (ctx - 2), max_tokens=3)])
@@ -307,7 +307,7 @@ def test_tokenizer_files_let_a_client_rebuild_the_tokenizer(engine: TextEngine) 
 def test_describe_reports_context_length_device_and_dtype(engine: TextEngine) -> None:
     info = engine.describe()
     assert info["kind"] == "text"
-    assert info["context_length"] == 256
+    assert info["context_length"] == 1024
     assert info["device"] == "cpu" and info["dtype"] == "float32"
 
 

@@ -396,4 +396,4 @@ def test_describe_names_the_base_model(trainer: TrainingEngine) -> None:
     info = trainer.describe()
     assert info["kind"] == "training"
     assert info["base_model"] == "tiny-llama"
-    assert info["context_length"] == 256
+    assert info["context_length"] == 1024

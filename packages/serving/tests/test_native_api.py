@@ -39,7 +39,7 @@ def test_capabilities_list_models_with_kind_context_and_batching(server: Any) ->
         caps = Capabilities.model_validate(c.get("/api/v1/capabilities").json())
     by_name = {m.name: m for m in caps.models if m.kind != "training"}
     assert by_name["tiny-llama"].kind == "text"
-    assert by_name["tiny-llama"].context_length == 256
+    assert by_name["tiny-llama"].context_length == 1024
     assert by_name["tiny-llama"].max_batch_size == 16
     assert by_name["tiny-sd"].kind == "image"
     assert by_name["tiny-qwen-vl"].kind == "vision"
@@ -224,7 +224,7 @@ def test_context_overflow_with_wait_false_is_rejected_before_any_future(server: 
             json={
                 "model": "tiny-llama",
                 "prompt": {"chunks": [{"tokens": [1]}]},
-                "sampling_params": {"max_tokens": 300},
+                "sampling_params": {"max_tokens": 2000},
             },
         )
     assert r.status_code == 400

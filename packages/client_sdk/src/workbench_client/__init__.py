@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "AdamParams": ".types",
     "Datum": ".types",
     "ModelInput": ".types",
+    "ResponseFormat": ".types",
     "SamplingParams": ".types",
     # the retry policy type, for injecting one
     "RetryPolicy": "workbench_core.retry",
@@ -75,6 +76,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProgressTimeoutError",
     "RateLimitError",
+    "ResponseFormat",
     "RetryConfig",
     "RetryHandler",
     "RetryPolicy",
@@ -125,7 +127,7 @@ if TYPE_CHECKING:
         Tokenizer,
         TrainingClient,
     )
-    from .types import AdamParams, Datum, ModelInput, SamplingParams
+    from .types import AdamParams, Datum, ModelInput, ResponseFormat, SamplingParams
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # ---------------------------------------------------------------- errors
 
@@ -129,6 +129,45 @@ class ChatMessage(BaseModel):
 # ---------------------------------------------------------------- sampling
 
 
+class JsonSchemaFormat(BaseModel):
+    """OpenAI's ``response_format.json_schema``: a named JSON Schema the output must match."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(default="response", pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    # ``schema`` shadows a BaseModel attribute, hence the alias.
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """A constraint on the generated text, enforced by constrained decoding (a token mask).
+
+    ``type``: ``"text"`` (none), ``"json_object"`` (any JSON object), ``"json_schema"`` (the
+    OpenAI shape, ``json_schema.schema``; ``strict: true`` rejects schema keywords the grammar
+    compiler cannot enforce), ``"regex"`` (``regex``) or ``"grammar"`` (``grammar``, a Lark
+    grammar as llguidance reads it).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema", "regex", "grammar"]
+    json_schema: JsonSchemaFormat | None = None
+    regex: str | None = Field(default=None, min_length=1, max_length=10_000)
+    grammar: str | None = Field(default=None, min_length=1, max_length=100_000)
+
+    @model_validator(mode="after")
+    def _needs_its_field(self) -> ResponseFormat:
+        needed = {"json_schema": self.json_schema, "regex": self.regex, "grammar": self.grammar}
+        if self.type in needed and needed[self.type] is None:
+            raise ValueError(f"type {self.type!r} needs the field {self.type!r}")
+        for key, value in needed.items():
+            if key != self.type and value is not None:
+                raise ValueError(f"field {key!r} is only allowed with type {key!r}")
+        return self
+
+
 class SamplingParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -138,6 +177,8 @@ class SamplingParams(BaseModel):
     top_k: int = Field(default=0, ge=0, le=100_000)
     stop: list[str] | None = Field(default=None, max_length=16)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    # Constrained decoding: every sample's text matches this JSON schema / regex / grammar.
+    response_format: ResponseFormat | None = None
 
 
 class SampleRequest(BaseModel):
@@ -407,6 +448,7 @@ __all__ = [
     "HealthResponse",
     "ImageGenerateRequest",
     "ImageGenerateResponse",
+    "JsonSchemaFormat",
     "LoadCheckpointRequest",
     "LoadCheckpointResponse",
     "LossFnInputs",
@@ -415,6 +457,7 @@ __all__ = [
     "ModelKind",
     "OptimStepRequest",
     "OptimStepResponse",
+    "ResponseFormat",
     "RetrieveFutureRequest",
     "SampleRequest",
     "SampleResponse",

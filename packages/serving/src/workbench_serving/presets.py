@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 # Bumped when a preset's recipe changes, so an old build on disk is not reused.
-PRESET_VERSION = 1
+PRESET_VERSION = 2
 
 PRESET_KINDS: dict[str, str] = {
     "tiny-llama": "text",
@@ -81,15 +81,37 @@ In the beginning the universe was created. This has made a lot of people very an
 widely regarded as a bad move. The sun rose over the mountains and the birds began to sing.
 """
 
+# ChatML with Hermes/Qwen-style function calling: ``tools`` are listed in a system turn (name and
+# parameter schema only: a tiny model has little context), an assistant's ``tool_calls`` are
+# written as ``<tool_call>`` blocks and tool results as ``<tool_response>`` user turns. Without
+# tools the rendering is plain ChatML.
 _CHATML_TEMPLATE = (
     "{{ bos_token }}"
+    "{% if tools %}{{ '<|im_start|>system\\n' }}"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n' }}{% endif %}"
+    "{{ 'Tools:' }}{% for tool in tools %}"
+    "{% set fn = tool['function'] if tool['function'] is defined else tool %}"
+    "{{ '\\n' + fn['name'] + ' ' }}{{ (fn['parameters'] or {}) | tojson }}{% endfor %}"
+    '{{ \'\\nCall: <tool_call>{"name": ..., "arguments": {...}}</tool_call><|im_end|>\\n\' }}'
+    "{% endif %}"
     "{% for message in messages %}"
+    "{% if tools and loop.first and message['role'] == 'system' %}"
+    "{% elif message['role'] == 'tool' %}"
+    "{{ '<|im_start|>user\\n<tool_response>\\n' + message['content'] + '\\n</tool_response><|im_end|>\\n' }}"
+    "{% else %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' }}"
     "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
+    "{% elif message['content'] %}{% for part in message['content'] %}"
     "{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
     "{% endfor %}{% endif %}"
+    "{% if message['tool_calls'] is defined and message['tool_calls'] %}"
+    "{% for call in message['tool_calls'] %}"
+    "{% set fn = call['function'] if call['function'] is defined else call %}"
+    "{{ '<tool_call>\\n{\"name\": \"' + fn['name'] + '\", \"arguments\": ' }}"
+    "{{ fn['arguments'] | tojson }}{{ '}\\n</tool_call>' }}"
+    "{% endfor %}{% endif %}"
     "{{ '<|im_end|>\\n' }}"
+    "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
@@ -233,7 +255,7 @@ def _llama_tokenizer() -> Any:
         pad_token="<pad>",
         unk_token="<unk>",
         additional_special_tokens=["<|im_start|>", "<|im_end|>"],
-        model_max_length=256,
+        model_max_length=1024,
         padding_side="left",
         clean_up_tokenization_spaces=False,
     )
@@ -273,7 +295,9 @@ def _build_tiny_llama(out: Path) -> None:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=256,
+        # Room for a tools manifest plus a forced call (this tokenizer spends ~0.7 tokens a
+        # character on JSON); RoPE has no position weights, so the weights are unchanged.
+        max_position_embeddings=1024,
         vocab_size=len(tok),
         bos_token_id=tok.bos_token_id,
         eos_token_id=[tok.eos_token_id, im_end],

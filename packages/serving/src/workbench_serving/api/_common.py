@@ -119,17 +119,20 @@ def tokenizer_of(served: ServedModel) -> Any:
 
 
 def encode_chat(
-    served: ServedModel, messages: list[ChatMessage] | list[dict[str, Any]]
+    served: ServedModel,
+    messages: list[ChatMessage] | list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[int]:
-    """Chat messages -> prompt tokens through the model's chat template."""
+    """Chat messages (and tools, for templates that render them) -> prompt tokens."""
     msgs = [m.model_dump() if isinstance(m, ChatMessage) else m for m in messages]
     engine = served.engine
+    extra: dict[str, Any] = {} if tools is None else {"tools": tools}
     if hasattr(engine, "encode_chat"):
-        return [int(t) for t in engine.encode_chat(msgs)]
+        return [int(t) for t in engine.encode_chat(msgs, **extra)]
     tok = tokenizer_of(served)
     try:
         ids = tok.apply_chat_template(
-            msgs, tokenize=True, add_generation_prompt=True, return_dict=False
+            msgs, tokenize=True, add_generation_prompt=True, return_dict=False, **extra
         )
     except Exception as exc:
         raise APIError(

@@ -48,6 +48,7 @@ from workbench_serving.api._common import (
 )
 from workbench_serving.api.errors import APIError, error_payload, not_found, to_api_error
 from workbench_serving.api.state import ServedModel, ServingState
+from workbench_serving.api.structured import check_constraint, response_format_spec
 from workbench_serving.engines.base import (
     ImageItem,
     ImageResult,
@@ -203,6 +204,7 @@ def build_sample_item(st: ServingState, req: SampleRequest) -> tuple[ServedModel
         stop=list(p.stop or []),
         seed=p.seed,
         adapter=adapter,
+        constraint=response_format_spec(p.response_format, "sampling_params.response_format"),
     )
     return served, item
 
@@ -274,6 +276,7 @@ async def sample(req: SampleRequest, request: Request) -> Any:
     """Sample ``num_samples`` continuations; ``stream: true`` answers SSE ``token`` then ``done``."""
     st = state_of(request)
     served, item = build_sample_item(st, req)
+    await check_constraint(served, item.constraint)
 
     if req.stream:
         request_id = rid(request)

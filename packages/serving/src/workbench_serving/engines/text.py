@@ -248,8 +248,13 @@ class TextEngine(PretrainedEngine):
         self._require_loaded()
         return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
 
-    def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
+    def encode_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         """Render chat messages with the tokenizer's chat template plus the generation prompt.
+
+        ``tools`` (OpenAI-style function definitions) are handed to the template, for templates
+        that render them.
 
         Raises:
             EngineError: the tokenizer has no chat template, or a message is malformed
@@ -259,8 +264,9 @@ class TextEngine(PretrainedEngine):
         if not getattr(self.tokenizer, "chat_template", None):
             raise EngineError(f"model {self.name} has no chat template", param="messages")
         try:
+            extra: dict[str, Any] = {} if tools is None else {"tools": tools}
             ids = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, return_dict=False
+                messages, add_generation_prompt=True, tokenize=True, return_dict=False, **extra
             )
         except Exception as exc:  # jinja errors on malformed messages
             raise EngineError(f"cannot render chat messages: {exc}", param="messages") from exc
