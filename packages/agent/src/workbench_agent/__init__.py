@@ -1,7 +1,8 @@
 """workbench-agent: an LLM abstraction, governed tools, a ReAct loop and live events.
 
 ``LLMClient`` is the one interface the loop talks to (adapters: ``GeminiLLM``, ``ServedLLM`` for
-the workbench's own model, ``ScriptedLLM`` for tests); ``@tool`` turns a typed function into a
+the workbench's own model, ``OpenAICompatLLM`` for any OpenAI-compatible endpoint, ``ScriptedLLM``
+for tests); ``@tool`` turns a typed function into a
 ``ToolSpec`` that a ``ToolRunner`` runs with validation, timeout, retry, cancellation and events;
 ``run_agent`` is the ReAct loop; ``AgentRuntime`` holds sessions and runs; ``create_app`` serves
 it over HTTP with SSE.
@@ -32,6 +33,8 @@ _EXPORTS: dict[str, str] = {
     "ScriptedLLM": "._scripted",
     "ScriptExhausted": "._scripted",
     "ServedLLM": "._served",
+    "OpenAICompatLLM": "._openai_compat",
+    "OpenAICompatError": "._openai_compat",
     # tools
     "RetryableToolError": "._tools",
     "ToolArgumentsInvalid": "._tools",
@@ -74,6 +77,8 @@ __all__ = [
     "LLMClient",
     "LLMResponse",
     "Message",
+    "OpenAICompatError",
+    "OpenAICompatLLM",
     "RetryableToolError",
     "RunConflict",
     "RunHandle",
@@ -138,6 +143,7 @@ if TYPE_CHECKING:
         Usage,
         collect_stream,
     )
+    from ._openai_compat import OpenAICompatError, OpenAICompatLLM
     from ._runtime import (
         AgentRuntime,
         AgentSettings,

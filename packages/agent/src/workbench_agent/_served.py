@@ -1,11 +1,18 @@
-"""``ServedLLM``: the workbench's own served model as an ``LLMClient``, through workbench-client.
+"""``ServedLLM``: the workbench's own served model as an ``LLMClient``.
 
-The tiny served models have no native function calling, so ``supports_tools`` is False and the
-ReAct loop uses its JSON action protocol. Messages go to ``POST /api/v1/sample`` as chat messages
-(the server applies the model's chat template); tool results become user turns, since chat
-templates of small models rarely know a ``tool`` role. Streaming uses the sample endpoint's SSE;
-closing the stream closes the HTTP request, and the serving scheduler drops a request whose client
-went away, so a cancelled run stops the model's work too.
+Native tool calls by default: the conversation goes to the server's OpenAI-compatible
+``/v1/chat/completions`` with the tools (through ``OpenAICompatLLM``). The server renders them
+with the model's tool template (the tiny preset has one), or with its documented fallback prompt
+for a template without one, and parses the calls the model makes; a required call is forced
+schema-valid by constrained decoding.
+
+The JSON text protocol stays as the fallback for models without a tool template
+(``native_tools=False``, or ``await ServedLLM.for_model(...)``, which reads the model's chat
+template from the server and decides): the ReAct loop then describes the tools in the prompt and
+parses a JSON action from the text, and messages go to ``POST /api/v1/sample`` as chat messages
+with tool results as user turns. Either way, closing a stream closes the HTTP request, and the
+serving scheduler drops a request whose client went away, so a cancelled run stops the model's
+work too.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ._messages import Delta, LLMResponse, Message, ToolSchema, Usage
+from ._openai_compat import OpenAICompatLLM
 
 __all__ = ["ServedLLM"]
 
@@ -52,6 +60,21 @@ def to_chat(
     return merged
 
 
+def _trim(messages: Sequence[Message], max_prompt_chars: int | None) -> list[Message]:
+    """Drop the oldest non-system turns beyond ``max_prompt_chars`` (never leaving an orphan
+    tool result at the front)."""
+    if max_prompt_chars is None:
+        return list(messages)
+    system = [m for m in messages if m.role == "system"]
+    rest = [m for m in messages if m.role != "system"]
+    budget = max_prompt_chars - sum(len(m.content) for m in system)
+    while len(rest) > 1 and sum(len(m.content) for m in rest) > budget:
+        rest.pop(0)
+    while len(rest) > 1 and rest[0].role == "tool":
+        rest.pop(0)
+    return system + rest
+
+
 class ServedLLM:
     """A served text model as an ``LLMClient``.
 
@@ -63,9 +86,10 @@ class ServedLLM:
         temperature: sampling temperature.
         seed: sampling seed (reproducible runs).
         max_prompt_chars: drop the oldest turns beyond this many characters.
+        native_tools: send tools as OpenAI function calls (default) or, when False, let the
+            loop use its JSON text protocol.
+        tool_choice: with native tools, ``"auto"`` or ``"required"``.
     """
-
-    supports_tools = False
 
     def __init__(
         self,
@@ -77,6 +101,8 @@ class ServedLLM:
         temperature: float = 0.7,
         seed: int | None = None,
         max_prompt_chars: int | None = None,
+        native_tools: bool = True,
+        tool_choice: str = "auto",
     ) -> None:
         self.base_url = base_url
         self.model = model
@@ -85,6 +111,24 @@ class ServedLLM:
         self.temperature = temperature
         self.seed = seed
         self.max_prompt_chars = max_prompt_chars
+        self.supports_tools = native_tools
+        self.tool_choice = tool_choice
+
+    @classmethod
+    async def for_model(
+        cls, base_url: str | None = None, model: str | None = None, **kw: Any
+    ) -> ServedLLM:
+        """A ``ServedLLM`` that uses native tools only if the model's chat template renders them.
+
+        Reads the template from ``GET /api/v1/models/{model}/tokenizer``; a model without a tool
+        template gets the JSON text protocol.
+        """
+        llm = cls(base_url, model, **kw)
+        async with llm._client() as wb:
+            info = await wb.models.tokenizer(await llm._model(wb))
+        template = info.chat_template
+        llm.supports_tools = bool(template and "tools" in template)
+        return llm
 
     def describe(self) -> str:
         return f"served model {self.model or '(first text model)'}"
@@ -104,6 +148,22 @@ class ServedLLM:
                 raise RuntimeError("the server lists no text model to run the agent on")
         return self.model
 
+    async def _native(self) -> OpenAICompatLLM:
+        async with self._client() as wb:
+            await self._model(wb)
+            # The client resolves the URL and key from the environment as everywhere else.
+            base, key = wb.base_url, wb.api_key
+        assert self.model is not None
+        return OpenAICompatLLM(
+            base + "/v1",
+            self.model,
+            api_key=key or "",
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+            tool_choice=self.tool_choice,
+        )
+
     def _params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature}
         if self.seed is not None:
@@ -113,6 +173,9 @@ class ServedLLM:
     async def generate(
         self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None
     ) -> LLMResponse:
+        if self.supports_tools:
+            llm = await self._native()
+            return await llm.generate(_trim(messages, self.max_prompt_chars), tools)
         async with self._client() as wb:
             model = await self._model(wb)
             out = await wb.sampling.sample(
@@ -128,6 +191,11 @@ class ServedLLM:
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None
     ) -> AsyncIterator[Delta]:
+        if self.supports_tools:
+            llm = await self._native()
+            async for d in llm.stream(_trim(messages, self.max_prompt_chars), tools):
+                yield d
+            return
         async with self._client() as wb:
             model = await self._model(wb)
             stream = await wb.sampling.stream(
