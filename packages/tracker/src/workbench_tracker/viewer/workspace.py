@@ -191,15 +191,28 @@ def group_curves(
 
 router = APIRouter(prefix="/api/workspace", tags=["workspace"])
 
+# The runs-table filters, declared so the OpenAPI schema lists them (``config.<key>=value``
+# filters are read from the query string: their names are open-ended).
+_Project = Query(default=None, max_length=200, description="project name")
+_Tag = Query(default=[], description="runs carrying every given tag")
+_Status = Query(default=None, description=f"one of {', '.join(RUN_STATUSES)}")
+_Search = Query(default=None, max_length=200, description="part of the run's name or id")
+
 
 @router.get("/keys")
-def workspace_keys(request: Request) -> dict[str, Any]:
+def workspace_keys(
+    request: Request,
+    project: str | None = _Project,
+    tag: list[str] = _Tag,
+    status: str | None = _Status,
+    search: str | None = _Search,
+) -> dict[str, Any]:
     """The config, summary and metric keys of the runs matching the runs-table filters
     (``project``, ``tag``, ``status``, ``config.x``, ``search``): what the column picker,
     group-by and panel choosers offer. Metric keys are read from the first
     ``MAX_GROUP_RUNS`` matches."""
     store: Store = request.app.state.store
-    filters, search = _filters_from_query(request, ())
+    filters, search = _filters_from_query(request, ())  # the declared ones, and config.<key>
     runs, total = _scan(store, filters, search, MAX_GROUP_RUNS)
     config: set[str] = set()
     summary: set[str] = set()
@@ -225,6 +238,10 @@ def workspace_groups(
         default=None, max_length=MAX_KEY_LENGTH, description="config key; none: one line a run"
     ),
     points: int = Query(default=200, ge=2, le=2000),
+    project: str | None = _Project,
+    tag: list[str] = _Tag,
+    status: str | None = _Status,
+    search: str | None = _Search,
 ) -> dict[str, Any]:
     """Curves of the matching runs (first ``MAX_GROUP_RUNS``, newest first) for each of
     ``keys``, one per value of ``config.<group_by>`` with the mean over its runs and their
@@ -234,7 +251,7 @@ def workspace_groups(
     {"steps", "mean", "min", "max", "count"}}}, "runs_used", "total"}``.
     """
     store: Store = request.app.state.store
-    filters, search = _filters_from_query(request, ("keys", "group_by", "points"))
+    filters, search = _filters_from_query(request, ("keys", "group_by", "points"))  # + config.*
     wanted = [k.strip() for k in keys.split(",") if k.strip()]
     if not wanted or len(wanted) > MAX_GROUP_KEYS:
         raise ApiError(422, f"keys: give 1..{MAX_GROUP_KEYS} metric keys", param="keys")
