@@ -165,12 +165,16 @@ async function runsPage() {
     fillSelect($("#pc-metric"), keys.summary);
     fillSelect($("#pc-keys"), keys.config);
   }
+  // A slower, older answer (the 10 s refresh, a keystroke ago) must not replace a newer one.
+  let loadSeq = 0;
   async function load() {
+    const seq = ++loadSeq;
     const q = filterQuery();
     q.set("sort", $("#f-sort").value);
     q.set("limit", limit); q.set("offset", offset);
     try {
       const data = await api(`api/runs?${q}`);
+      if (seq !== loadSeq) return;
       $("#error").hidden = true;
       lastRuns = data.runs;
       renderTable();
@@ -283,11 +287,13 @@ class Workspace {
     await Promise.all(this.panels.map((p) => this.loadPanel(p)));
   }
   async loadPanel(panel) {
+    const seq = panel.seq = (panel.seq || 0) + 1;
     const q = filterQuery();
     q.set("keys", panel.keys.join(","));
     const by = $("#g-by").value;
     if (by) q.set("group_by", by);
     const data = await api(`api/workspace/groups?${q}`);
+    if (seq !== panel.seq) return; // a newer load of this panel is under way
     const colorOf = new Map(data.groups.map((g, i) => [g.label, COLORS[i % COLORS.length]]));
     const bands = [], lines = [];
     panel.keys.forEach((key, ki) => {
@@ -321,6 +327,7 @@ class Workspace {
   // One line a run through config axes and the chosen summary metric (coloured by it).
   // Text values get one tick each; runs missing a chosen value are left out (and counted).
   async loadParcoords() {
+    const seq = this.pcSeq = (this.pcSeq || 0) + 1;
     const metric = $("#pc-metric").value;
     const div = $("#parcoords");
     if (!metric) { div.dataset.runs = "0"; return; }
@@ -328,6 +335,7 @@ class Workspace {
     const q = filterQuery();
     q.set("limit", "1000");
     const data = await api(`api/runs?${q}`);
+    if (seq !== this.pcSeq) return;
     if (!cfgKeys.length) {
       // Default: the config keys whose value differs between the runs (up to 8).
       cfgKeys = [...$("#pc-keys").options].map((o) => o.value).filter((k) => new Set(data.runs.map((r) => JSON.stringify(dig(r.config, k)[1]))).size > 1).slice(0, 8);
