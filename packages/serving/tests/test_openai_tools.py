@@ -424,3 +424,51 @@ def test_native_sample_takes_a_response_format(raw: Any) -> None:
         bad.status_code == 400
         and bad.json()["error"]["param"] == "sampling_params.response_format.regex"
     ), bad.text
+
+
+def _plan(parallel: bool = True) -> Any:
+    from workbench_serving.api.structured import ToolDef, ToolPlan
+
+    return ToolPlan(
+        mode="auto", tools=[ToolDef.model_validate(t) for t in (WEATHER, ADD)], parallel=parallel
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ('<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>', ["add"]),
+        ('{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "c"}}', ["get_weather"]),
+        (
+            '[{"name": "add", "arguments": {"a": 1, "b": 2}}, {"name": "add", "parameters": {"a": 3, "b": 4}}]',
+            ["add", "add"],
+        ),
+        (
+            '{"tool_calls": [{"function": {"name": "add", "arguments": "{\\"a\\": 1, \\"b\\": 2}"}}]}',
+            ["add"],
+        ),
+        ('{"name": "add", "arguments": {"a": "one", "b": 2}}', None),  # fails the schema
+        ('{"name": "nope", "arguments": {}}', None),  # not a declared tool
+        ("The answer is 3.", None),
+        (
+            '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call> and more',
+            None,
+        ),
+    ],
+)
+def test_auto_replies_are_read_as_calls_only_when_entirely_valid_calls(
+    text: str, names: list[str] | None
+) -> None:
+    from workbench_serving.api.structured import parse_tool_calls
+
+    calls = parse_tool_calls(text, _plan())
+    assert (None if calls is None else [c.name for c in calls]) == names
+    for call in calls or []:
+        jsonschema.validate(json.loads(call.arguments), SCHEMAS[call.name])
+
+
+def test_two_calls_are_content_when_parallel_calls_are_off() -> None:
+    from workbench_serving.api.structured import parse_tool_calls
+
+    text = '[{"name": "add", "arguments": {"a": 1, "b": 2}}, {"name": "add", "arguments": {"a": 3, "b": 4}}]'
+    assert parse_tool_calls(text, _plan(parallel=False)) is None
