@@ -144,8 +144,11 @@ class GrammarCompiler:
         eos = sorted(int(i) for i in eos_token_ids) or None
         tok_vocab = len(tokenizer)
         self.vocab_size = max(int(vocab_size), tok_vocab)
+        # llguidance's token-trie "slices" speed masks up for large vocabularies; below a few
+        # thousand tokens they cost more than they save (measured: 5.2 vs 6.7 us per mask).
+        slices = [] if tok_vocab < 4096 else None
         self.tokenizer = llguidance.hf.from_tokenizer(
-            tokenizer, n_vocab=self.vocab_size, eos_token=eos
+            tokenizer, n_vocab=self.vocab_size, eos_token=eos, slices=slices
         )
         self.eos_token_ids = list(eos or [])
         self.cache_size = cache_size
@@ -419,11 +422,12 @@ def _bit(i: int) -> int:
 
 def _unpack(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:
     """``[R, ceil(V/32)]`` int32 bitmask -> ``[R, V]`` bool (True = allowed)."""
+    import numpy as np
     import torch
 
-    shifts = torch.arange(32, dtype=torch.int32)
-    bits = (bitmask.unsqueeze(-1) >> shifts) & 1
-    return bits.reshape(bitmask.shape[0], -1)[:, :vocab].bool()
+    # Little-endian int32 words: bit k of word w is byte 4w + k // 8, bit k % 8.
+    bits = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, bitorder="little")
+    return torch.from_numpy(bits[:, :vocab].astype(np.bool_))
 
 
 _EXECUTOR: Any = None
