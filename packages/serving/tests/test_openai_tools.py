@@ -472,3 +472,22 @@ def test_two_calls_are_content_when_parallel_calls_are_off() -> None:
 
     text = '[{"name": "add", "arguments": {"a": 1, "b": 2}}, {"name": "add", "arguments": {"a": 3, "b": 4}}]'
     assert parse_tool_calls(text, _plan(parallel=False)) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [({"style": "vivid"}, "style"), ({"quality": "hd"}, "quality"), ({"seed": 1}, "seed")],
+)
+def test_image_generation_fields_are_acted_on_or_refused(raw: Any, body: Any, param: str) -> None:
+    r = raw.post("/v1/images/generations", json={"prompt": "a dot", "size": "32x32", **body})
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_an_image_detail_other_than_auto_is_refused(raw: Any) -> None:
+    part = {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,AAAA", "detail": "high"},
+    }
+    r = _chat(raw, messages=[{"role": "user", "content": [part]}])
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "messages.0.content.0.image_url.detail"

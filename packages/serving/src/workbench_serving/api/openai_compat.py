@@ -593,6 +593,10 @@ def _split_content(msg: ChatMessageIn, index: int) -> tuple[str, list[str]]:
                     f"messages.{index}.content.{j}.image_url is required for an image_url part",
                     param=f"messages.{index}.content.{j}.image_url",
                 )
+            if part.image_url.detail not in (None, "auto"):
+                raise _reject(
+                    f"messages.{index}.content.{j}.image_url.detail", "only 'auto' (one resolution)"
+                )
             images.append(part.image_url.url)
     return "\n".join(texts), images
 
@@ -949,16 +953,32 @@ async def _chat_events(
 
 
 class ImageGenerationRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Unknown fields are a 400 naming them, as on the other /v1 routes.
+    model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, max_length=4000)
     model: str | None = None
     n: int = Field(default=1, ge=1, le=10)
     size: str = Field(default="32x32", pattern=r"^\d{1,4}x\d{1,4}$")
     response_format: Literal["b64_json"] = "b64_json"
-    quality: str | None = None
-    style: str | None = None
+    quality: str | None = None  # only "auto" / "standard" (one quality here)
+    style: str | None = None  # refused: the model has no style setting
     user: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    moderation: str | None = None
+
+    def check_unsupported(self) -> None:
+        if self.quality not in (None, "auto", "standard"):
+            raise _reject("quality", "only 'auto' or 'standard'")
+        if self.style is not None:
+            raise _reject("style", "not supported")
+        if self.background not in (None, "auto"):
+            raise _reject("background", "only 'auto'")
+        if self.output_format not in (None, "png"):
+            raise _reject("output_format", "only 'png'")
+        if self.moderation not in (None, "auto"):
+            raise _reject("moderation", "only 'auto'")
 
 
 class ImageData(BaseModel):
@@ -973,6 +993,7 @@ class ImagesResponse(BaseModel):
 
 @router.post("/images/generations", response_model=ImagesResponse)
 async def images_generations(req: ImageGenerationRequest, request: Request) -> ImagesResponse:
+    req.check_unsupported()
     st = state_of(request)
     if req.model is None:
         served = st.first_of_kind("image")
