@@ -491,3 +491,80 @@ def test_an_image_detail_other_than_auto_is_refused(raw: Any) -> None:
     r = _chat(raw, messages=[{"role": "user", "content": [part]}])
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "messages.0.content.0.image_url.detail"
+
+
+def test_a_template_that_rejects_the_tool_role_reads_results_as_user_turns(
+    oa: openai.OpenAI, engine: Any
+) -> None:
+    strict = (
+        "{% for message in messages %}"
+        "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
+        "{{ raise_exception('unknown role ' + message['role']) }}{% endif %}"
+        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    history = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_9",
+                    "type": "function",
+                    "function": {"name": "add", "arguments": '{"a":1,"b":2}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_9", "content": "3"},
+    ]
+    saved = engine.tokenizer.chat_template
+    engine.tokenizer.chat_template = strict
+    try:
+        chat = oa.chat.completions.create(
+            model="tiny-llama", messages=history, tools=[ADD], max_tokens=2, seed=1
+        )
+        from workbench_serving.api.structured import (
+            ToolDef,
+            ToolPlan,
+            call_text,
+            fallback_tools_prompt,
+        )
+
+        plan = ToolPlan(mode="auto", tools=[ToolDef.model_validate(ADD)])
+        expected = engine.encode_chat(
+            [
+                {"role": "system", "content": fallback_tools_prompt(plan)},
+                ASK[0],
+                {"role": "assistant", "content": call_text([("add", {"a": 1, "b": 2})], plan)},
+                {"role": "user", "content": "Result of add: 3"},
+            ]
+        )
+    finally:
+        engine.tokenizer.chat_template = saved
+    assert chat.usage is not None and chat.usage.prompt_tokens == len(expected)
+
+
+def test_auto_with_a_response_format_gives_calls_or_a_schema_valid_answer(
+    oa: openai.OpenAI,
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    chat = oa.chat.completions.create(
+        model="tiny-llama",
+        messages=ASK,
+        tools=[ADD],
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+        n=4,
+        seed=9,
+    )
+    for choice in chat.choices:
+        if choice.finish_reason == "tool_calls":
+            assert_valid_calls(choice.message.tool_calls, {"add"})
+        else:
+            assert choice.finish_reason == "stop"
+            jsonschema.validate(json.loads(choice.message.content or ""), schema)

@@ -745,11 +745,10 @@ def _encode_chat_request(
     # The fallback's last resort: a template that rejects the tool role reads results as user
     # turns.
     names = {c.id: c.function.name for m in req.messages for c in (m.tool_calls or [])}
-    for m in messages:
+    for i, m in enumerate(messages):
         if m["role"] == "tool":
             name = names.get(m.get("tool_call_id") or "", "tool")
-            m.clear()
-            m.update({"role": "user", "content": f"Result of {name}: {m.get('content', '')}"})
+            messages[i] = {"role": "user", "content": f"Result of {name}: {m.get('content', '')}"}
     return encode_chat(served, messages, None)
 
 
