@@ -283,6 +283,7 @@ class TokenConstraint:
         self._estimate = 0
         self._estimated_at = -(10**9)
         self._changed = True  # a structural token since the last estimate
+        self._path: list[int] = []  # the simulated closing path from the current state
 
     def fork(self) -> TokenConstraint:
         """An independent copy in the same state (one per sample of a request)."""
@@ -292,6 +293,7 @@ class TokenConstraint:
         twin._closing = self._closing
         twin._estimate, twin._estimated_at = self._estimate, self._estimated_at
         twin._changed = self._changed
+        twin._path = list(self._path)
         return twin
 
     def accept_token(self, token: int) -> bool:
@@ -304,8 +306,15 @@ class TokenConstraint:
         if ok and self._scanner is not None:
             data = self.compiler.tokenizer.decode_bytes([int(token)])
             self._scanner.feed(data)
-            if not self._changed and any(b in _STRUCTURAL for b in data):
-                self._changed = True
+            if self._path and self._path[0] == token:
+                # The model took the simulated path's next step: the estimate holds, one less.
+                self._path.pop(0)
+                self._estimate = max(0, self._estimate - 1)
+                self._estimated_at = self.count
+            else:
+                self._path = []
+                if not self._changed and any(b in _STRUCTURAL for b in data):
+                    self._changed = True
         return ok
 
     def is_terminated(self) -> bool:
@@ -360,6 +369,7 @@ class TokenConstraint:
         scanner = self._scanner.copy()
         tokenizer = self.compiler.tokenizer
         steps = 0
+        path = self._path = []
         while steps < cap:
             if matcher.is_error():
                 return cap
@@ -381,6 +391,7 @@ class TokenConstraint:
                     matcher.consume_tokens(forced)
                     scanner.feed(tokenizer.decode_bytes(forced))
                     steps += len(forced)
+                    path.extend(forced)
                     continue
                 pick = _first_set_bit(matcher.compute_bitmask())
                 if pick is None:
@@ -388,6 +399,7 @@ class TokenConstraint:
             matcher.consume_token(pick)
             scanner.feed(tokenizer.decode_bytes([pick]))
             steps += 1
+            path.append(pick)
         return cap
 
     def preferred(self) -> list[list[int]]:
@@ -449,18 +461,22 @@ def _executor() -> Any:
     return _EXECUTOR
 
 
-def _narrow(words: Any, c: TokenConstraint) -> None:
-    """Keep only the best preferred group of allowed tokens in one bitmask row (closing rule).
+def _closing_row(words: Any, c: TokenConstraint) -> bool:
+    """Write the closing rule's choice into one bitmask row; False when it has none.
 
-    ``words`` is the row as a numpy int32 view (element access is far cheaper than torch's).
+    Asks the matcher about the few preferred tokens instead of computing the full mask: the
+    row then allows only the best preferred group the grammar accepts (``words`` is the row as
+    a numpy int32 view).
     """
+    matcher = c.matcher
     for group in c.preferred():
-        keep = [t for t in group if (int(words[t >> 5]) >> (t & 31)) & 1]
+        keep = [t for t in group if matcher.validate_tokens([t]) == 1]
         if keep:
             words[:] = 0
             for t in keep:
                 words[t >> 5] |= _bit(t & 31)
-            return
+            return True
+    return False
 
 
 def apply_token_constraints(
@@ -488,13 +504,14 @@ def apply_token_constraints(
     batch, vocab = logits.shape
     width = (vocab + 31) // 32
     bitmask = torch.empty((len(rows), width), dtype=torch.int32)
+    view = bitmask.numpy()  # shares memory; element writes are cheap here
     live: list[tuple[Any, int]] = []
     for j, b in enumerate(rows):
         c = constraints[b]
         assert c is not None
         if c.matcher.is_error() or c.matcher.is_stopped():
             c.fill_bitmask(bitmask, j)
-        else:
+        elif not (c.closing() and _closing_row(view[j], c)):
             live.append((c.matcher, j))
     if len(live) >= _PARALLEL_ROWS and vocab >= _PARALLEL_VOCAB:
         _executor().unsafe_compute_mask_ptr(live, bitmask.data_ptr(), width * 4, len(rows))
@@ -502,13 +519,6 @@ def apply_token_constraints(
         for matcher, j in live:
             row = bitmask[j]
             matcher.unsafe_compute_mask_ptr(row.data_ptr(), width * 4)
-    view = None
-    for j, b in enumerate(rows):
-        c = constraints[b]
-        assert c is not None
-        if c.closing():
-            view = bitmask.numpy() if view is None else view
-            _narrow(view[j], c)
     allowed_rows = _unpack(bitmask, vocab)
     if len(rows) == batch:
         allowed = allowed_rows
